@@ -1,0 +1,26 @@
+//! The types and traits every Switchyard connector implements.
+//!
+//! A source turns what a broker or caller hands it into [`Record`]s. Each record
+//! carries its own [`Ack`]: the engine completes it with an [`Outcome`] once the
+//! function succeeded or the record reached its failure destination, and a record
+//! whose `Ack` is dropped without an outcome is reported as [`Outcome::Retry`], so
+//! an acknowledgement can be late but never forgotten.
+//!
+//! Two acknowledgement models are built on that one handle:
+//! - per-message sources (RabbitMQ, SQS, NATS, MQTT) ack or release each message
+//!   from the callback of its `Ack` (see [`Ack::channel`]);
+//! - ordered sources (Kafka, Kinesis) feed the outcomes into an [`OffsetTracker`],
+//!   which only ever advances the checkpoint to the highest contiguous finished
+//!   offset.
+
+mod ack;
+mod checkpoint;
+mod error;
+mod record;
+mod source;
+
+pub use ack::{Ack, Outcome};
+pub use checkpoint::OffsetTracker;
+pub use error::ConnectorError;
+pub use record::{Batch, Envelope, Record, RecordsEnvelope, SingleEnvelope};
+pub use source::{Destination, Source, SourceContext, SourceState};

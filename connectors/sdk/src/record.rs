@@ -1,0 +1,74 @@
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::Ack;
+
+/// One record from a source, in the shape Lambda delivers it for that source.
+#[derive(Debug)]
+pub struct Record {
+    /// The item identifier a function names in a partial batch response
+    /// (`batchItemFailures[].itemIdentifier`).
+    pub id: String,
+    /// The ordering scope (`"orders-0"` for a Kafka partition); `None` when the
+    /// source makes no ordering promise.
+    pub scope: Option<Arc<str>>,
+    /// The ordering key inside the scope, for `parallelization` > 1.
+    pub key: Option<Bytes>,
+    /// The record as the function sees it (one element of SQS's `Records`, ...).
+    pub data: Value,
+    /// Payload size in bytes, counted against a batch's `max_bytes`.
+    pub size: usize,
+    /// When the broker or caller first accepted the record (for `max_record_age`).
+    pub created_at: SystemTime,
+    pub ack: Ack,
+}
+
+/// The records of one invocation.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<Record>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.records.iter().map(|r| r.size).sum()
+    }
+}
+
+/// How a source's records are wrapped into the event a function receives.
+pub trait Envelope: Send + Sync {
+    fn event(&self, records: &[&Value]) -> Value;
+}
+
+/// A batch of one is the event itself (webhooks, schedules); a larger batch is
+/// a JSON array.
+pub struct SingleEnvelope;
+
+impl Envelope for SingleEnvelope {
+    fn event(&self, records: &[&Value]) -> Value {
+        match records {
+            [one] => (*one).clone(),
+            many => Value::Array(many.iter().map(|v| (*v).clone()).collect()),
+        }
+    }
+}
+
+/// `{"Records": [...]}`, as Lambda delivers SQS, Kinesis and S3 events.
+pub struct RecordsEnvelope;
+
+impl Envelope for RecordsEnvelope {
+    fn event(&self, records: &[&Value]) -> Value {
+        json!({ "Records": records })
+    }
+}

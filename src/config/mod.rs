@@ -1,0 +1,303 @@
+//! The configuration file: serde structs that mirror the YAML, and the checks
+//! that run once at load so the rest of the engine never sees an invalid value.
+
+mod interpolate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use interpolate::interpolate;
+pub use switchyard_http::HttpDestinationConfig;
+#[cfg(feature = "schedule")]
+pub use switchyard_schedule::ScheduleConfig;
+
+/// A config error: the file, the key path, and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {path}{sep}{message}", sep = if path.is_empty() { "" } else { ": " })]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub functions: BTreeMap<String, FunctionConfig>,
+    #[serde(default)]
+    pub mappings: Vec<MappingConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// How long SIGTERM waits for in-flight work before exiting.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: defaults::listen(),
+            shutdown_grace: defaults::shutdown_grace(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default = "defaults::state_dir")]
+    pub dir: PathBuf,
+    /// Asynchronous events held at once, all functions together; past it an
+    /// async request is answered 429.
+    #[serde(default = "defaults::max_queued_events")]
+    pub max_queued_events: NonZeroUsize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: defaults::state_dir(),
+            max_queued_events: defaults::max_queued_events(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    pub http: Option<HttpFunctionConfig>,
+    /// Invocations in flight at once.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: NonZeroUsize,
+    /// Synchronous callers that may wait for a free slot; past it they are throttled.
+    #[serde(default = "defaults::max_waiting")]
+    pub max_waiting: usize,
+    /// How long a synchronous caller waits for a free slot before it is throttled.
+    #[serde(default = "defaults::max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+    #[serde(default, rename = "async")]
+    pub async_: AsyncConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFunctionConfig {
+    pub url: String,
+    #[serde(default = "defaults::http_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A process Switchyard starts, watches and restarts, serving `url`.
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of `command`.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncConfig {
+    /// Retries after a function error (Lambda: 0..=2, default 2).
+    #[serde(default = "defaults::max_retry_attempts")]
+    pub max_retry_attempts: u32,
+    /// Events older than this are not invoked again (Lambda: 60s..6h, default 6h).
+    #[serde(default = "defaults::max_event_age", with = "humantime_serde")]
+    pub max_event_age: Duration,
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+    pub on_success: Option<DestinationConfig>,
+    /// Where events go once retries or event age are spent; the embedded
+    /// dead-letter store when not set.
+    pub on_failure: Option<DestinationConfig>,
+}
+
+impl Default for AsyncConfig {
+    fn default() -> Self {
+        Self {
+            max_retry_attempts: defaults::max_retry_attempts(),
+            max_event_age: defaults::max_event_age(),
+            backoff: BackoffConfig::default(),
+            on_success: None,
+            on_failure: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    #[serde(default = "defaults::backoff_initial", with = "humantime_serde")]
+    pub initial: Duration,
+    #[serde(default = "defaults::backoff_max", with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        Self {
+            initial: defaults::backoff_initial(),
+            max: defaults::backoff_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum DestinationConfig {
+    Http(HttpDestinationConfig),
+    /// An asynchronous invocation of another function.
+    Function(FunctionDestinationConfig),
+    /// The embedded dead-letter store (`switchyard dlq ...`).
+    Dlq(DlqDestinationConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionDestinationConfig {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqDestinationConfig {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingConfig {
+    pub name: String,
+    pub source: SourceConfig,
+    pub function: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SourceConfig {
+    Webhook(WebhookConfig),
+    #[cfg(feature = "schedule")]
+    Schedule(ScheduleConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub path: String,
+    #[serde(default)]
+    pub mode: WebhookMode,
+    /// Accepted methods; any method when not set.
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookMode {
+    /// The caller gets the function's answer.
+    #[default]
+    Sync,
+    /// The caller gets 202 once the event is durably queued.
+    Async,
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 9000))
+    }
+    pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn state_dir() -> PathBuf {
+        PathBuf::from("./switchyard-data")
+    }
+    pub fn max_queued_events() -> NonZeroUsize {
+        NonZeroUsize::new(100_000).expect("non-zero")
+    }
+    pub fn concurrency() -> NonZeroUsize {
+        NonZeroUsize::new(10).expect("non-zero")
+    }
+    pub fn max_waiting() -> usize {
+        100
+    }
+    pub fn max_wait() -> Duration {
+        Duration::from_secs(5)
+    }
+    pub fn http_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn max_retry_attempts() -> u32 {
+        2
+    }
+    pub fn max_event_age() -> Duration {
+        Duration::from_secs(6 * 3600)
+    }
+    pub fn backoff_initial() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn backoff_max() -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+impl Config {
+    /// Reads, interpolates, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            path: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&file, &text, |name| std::env::var(name).ok())
+    }
+
+    pub fn parse(
+        file: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let error = |path: String, message: String| ConfigError {
+            file: file.to_string(),
+            path,
+            message,
+        };
+        let text = interpolate(text, env).map_err(|m| error(String::new(), m))?;
+        // YAML is read into a JSON value first: the single-key map form of
+        // enums (`source: {webhook: ...}`) is what the config uses, and
+        // serde_json's deserializer takes it, where the YAML one wants tags.
+        let tree: serde_json::Value =
+            serde_norway::from_str(&text).map_err(|e| error(String::new(), e.to_string()))?;
+        let tree = if tree.is_null() {
+            serde_json::json!({})
+        } else {
+            tree
+        };
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            error(path, e.into_inner().to_string())
+        })?;
+        validate::validate(&config).map_err(|(path, message)| error(path, message))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+use super::*;
+
+const ISSUE_EXAMPLE: &str = r#"
+server:
+  listen: 127.0.0.1:9000
+state:
+  dir: ./switchyard-data
+functions:
+  hello:
+    http:
+      url: http://127.0.0.1:7000/
+      timeout: 10s
+    concurrency: 8
+mappings:
+  - name: orders
+    source:
+      webhook:
+        path: /hooks/orders
+        mode: sync
+    function: hello
+  - name: tick
+    source:
+      schedule:
+        expression: rate(5 seconds)
+    function: hello
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse("test.yaml", text, |name| match name {
+        "PORT" => Some("7001".into()),
+        _ => None,
+    })
+}
+
+fn error(text: &str) -> String {
+    parse(text)
+        .expect_err("expected a config error")
+        .to_string()
+}
+
+#[test]
+fn example_config_is_valid() {
+    let config = parse(ISSUE_EXAMPLE).unwrap();
+    assert_eq!(config.functions["hello"].concurrency.get(), 8);
+    assert_eq!(
+        config.functions["hello"].http.as_ref().unwrap().timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(config.mappings.len(), 2);
+    assert_eq!(
+        config.functions["hello"].async_.max_retry_attempts, 2,
+        "Lambda's default"
+    );
+    assert_eq!(
+        config.functions["hello"].async_.max_event_age,
+        Duration::from_secs(6 * 3600)
+    );
+}
+
+#[test]
+fn wrong_enum_value_names_key_path_and_choices() {
+    let e = error(&ISSUE_EXAMPLE.replace("mode: sync", "mode: later"));
+    assert!(
+        e.starts_with("test.yaml: mappings[0].source.webhook.mode: "),
+        "{e}"
+    );
+    assert!(e.contains("sync") && e.contains("async"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_rejected() {
+    let e = error(&ISSUE_EXAMPLE.replace("concurrency: 8", "concurrency: 8\n    colour: blue"));
+    assert!(e.contains("functions.hello") && e.contains("colour"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_rejected() {
+    let e = error(&ISSUE_EXAMPLE.replace("concurrency: 8", "concurrency: many"));
+    assert!(e.contains("functions.hello.concurrency"), "{e}");
+    let e = error(&ISSUE_EXAMPLE.replace("concurrency: 8", "concurrency: 0"));
+    assert!(e.contains("functions.hello.concurrency"), "{e}");
+    let e = error(&ISSUE_EXAMPLE.replace("timeout: 10s", "timeout: ten"));
+    assert!(e.contains("functions.hello.http.timeout"), "{e}");
+}
+
+#[test]
+fn references_are_checked() {
+    let e = error(&ISSUE_EXAMPLE.replace(
+        "    function: hello\n  - name: tick",
+        "    function: nope\n  - name: tick",
+    ));
+    assert!(
+        e.contains("mappings[0].function") && e.contains("nope"),
+        "{e}"
+    );
+    let e = error(&ISSUE_EXAMPLE.replace("rate(5 seconds)", "rate(5 fortnights)"));
+    assert!(e.contains("mappings[1].source.schedule.expression"), "{e}");
+    let e = error(&ISSUE_EXAMPLE.replace("/hooks/orders", "hooks/orders"));
+    assert!(e.contains("mappings[0].source.webhook.path"), "{e}");
+    let e = error(&ISSUE_EXAMPLE.replace("/hooks/orders", "/v1/mappings"));
+    assert!(e.contains("served by Switchyard"), "{e}");
+    let e = error(&ISSUE_EXAMPLE.replace("name: tick", "name: orders"));
+    assert!(e.contains("duplicate mapping name"), "{e}");
+    let e = error(&ISSUE_EXAMPLE.replace("http://127.0.0.1:7000/", "127.0.0.1:7000"));
+    assert!(e.contains("functions.hello.http.url"), "{e}");
+}
+
+#[test]
+fn destinations_are_checked() {
+    let text = ISSUE_EXAMPLE.replace(
+        "concurrency: 8",
+        "concurrency: 8\n    async:\n      on_failure: { function: { name: ghost } }",
+    );
+    let e = error(&text);
+    assert!(
+        e.contains("functions.hello.async.on_failure.function.name"),
+        "{e}"
+    );
+    let text = ISSUE_EXAMPLE.replace(
+        "concurrency: 8",
+        "concurrency: 8\n    async:\n      on_failure: { sqs: {} }",
+    );
+    let e = error(&text);
+    assert!(e.contains("functions.hello.async.on_failure"), "{e}");
+}
+
+#[test]
+fn environment_is_interpolated() {
+    let config = parse(
+        &ISSUE_EXAMPLE
+            .replace("7000", "${PORT}")
+            .replace("10s", "${TIMEOUT:-2s}"),
+    )
+    .unwrap();
+    let http = config.functions["hello"].http.as_ref().unwrap();
+    assert_eq!(http.url, "http://127.0.0.1:7001/");
+    assert_eq!(http.timeout, Duration::from_secs(2));
+    let e = error(&ISSUE_EXAMPLE.replace("7000", "${UNSET_PORT}"));
+    assert!(e.contains("UNSET_PORT"), "{e}");
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no config files in {}", dir.display());
+}

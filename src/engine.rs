@@ -1,0 +1,290 @@
+//! Builds everything a config describes, runs it, and shuts it down in order:
+//! stop intake, finish in-flight work, then stop the function processes.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use switchyard_sdk::SourceState;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, SourceConfig};
+use crate::function::{Function, process};
+use crate::queue::{AsyncQueue, Store};
+use crate::server::{self, AppState, MappingInfo, WebhookRoute};
+
+/// How long start-up waits for supervised function processes to listen
+/// (the first start may include building the function).
+const FUNCTION_START_LIMIT: Duration = Duration::from_secs(180);
+const METRICS_REFRESH: Duration = Duration::from_secs(2);
+
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0, 300.0, 900.0,
+    ];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &buckets)?
+        .install_recorder()
+        .context("cannot install the metrics recorder")
+}
+
+/// Only one Switchyard may own a state directory: two writers would each
+/// believe they own the queue.
+fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create state.dir {}", dir.display()))?;
+    let path = dir.join("switchyard.lock");
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        anyhow::bail!(
+            "state.dir {}: another switchyard process is using it (lock {} is held)",
+            dir.display(),
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let _lock = lock_state_dir(&config.state.dir)?;
+    let metrics = install_metrics()?;
+    let store = Store::open(&config.state.dir)?;
+    let client = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .context("cannot build the HTTP client")?;
+
+    let mut functions = HashMap::new();
+    for (name, fc) in &config.functions {
+        functions.insert(
+            name.clone(),
+            Arc::new(Function::new(name, fc, client.clone())?),
+        );
+    }
+    let function_list: Vec<Arc<Function>> = functions.values().cloned().collect();
+    let queue = Arc::new(
+        AsyncQueue::new(store, config.state.max_queued_events.get(), &function_list).await?,
+    );
+
+    // Supervised function processes live until everything else has stopped.
+    let processes_stop = CancellationToken::new();
+    let processes = TaskTracker::new();
+    let mut supervised = Vec::new();
+    for (name, fc) in &config.functions {
+        if let Some(http) = &fc.http
+            && let Some(command) = &http.command
+        {
+            let spec = process::ProcessSpec {
+                function: name.clone(),
+                command: command.clone(),
+                env: http.env.clone(),
+                dir: http.dir.clone(),
+            };
+            processes.spawn(process::supervise(spec, processes_stop.child_token()));
+            supervised.push(functions[name].clone());
+        }
+    }
+
+    let sources_stop = CancellationToken::new();
+    let sources = TaskTracker::new();
+    let mut webhooks = HashMap::new();
+    let mut mappings = Vec::new();
+    let mut pending_sources = Vec::new();
+    for mapping in &config.mappings {
+        let function = functions[&mapping.function].clone();
+        let (state_tx, state_rx) = watch::channel(SourceState::Starting);
+        match &mapping.source {
+            SourceConfig::Webhook(hook) => {
+                state_tx.send_replace(SourceState::Running);
+                webhooks.insert(
+                    hook.path.clone(),
+                    WebhookRoute {
+                        mapping: Arc::from(mapping.name.as_str()),
+                        function,
+                        mode: hook.mode,
+                        methods: hook
+                            .methods
+                            .as_ref()
+                            .map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
+                    },
+                );
+                mappings.push(MappingInfo {
+                    name: mapping.name.clone(),
+                    source: "webhook",
+                    function: mapping.function.clone(),
+                    detail: json!({ "path": hook.path, "mode": format!("{:?}", hook.mode).to_lowercase() }),
+                    state: state_rx,
+                });
+                // A webhook has no task: it lives in the server.
+                drop(state_tx);
+            }
+            #[cfg(feature = "schedule")]
+            SourceConfig::Schedule(schedule) => {
+                let source = switchyard_schedule::ScheduleSource::new(&mapping.name, schedule)
+                    .with_context(|| format!("mapping {}", mapping.name))?;
+                mappings.push(MappingInfo {
+                    name: mapping.name.clone(),
+                    source: "schedule",
+                    function: mapping.function.clone(),
+                    detail: json!({ "expression": schedule.expression, "timezone": schedule.timezone }),
+                    state: state_rx,
+                });
+                pending_sources.push((
+                    mapping.name.clone(),
+                    Box::new(source) as Box<dyn switchyard_sdk::Source>,
+                    function,
+                    state_tx,
+                ));
+            }
+        }
+    }
+
+    let app = Arc::new(AppState::new(
+        functions.clone(),
+        webhooks,
+        queue.clone(),
+        mappings,
+        metrics,
+    ));
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("server.listen {}: cannot listen", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        let router = server::router(app.clone());
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+        })
+    };
+    tracing::info!(%addr, "listening");
+
+    let signals = shutdown_signal();
+    tokio::pin!(signals);
+    // Wait for supervised functions to listen before starting sources, so a
+    // first tick does not race the function's start.
+    let waiting = async {
+        for f in &supervised {
+            if let Some(endpoint) = f.endpoint() {
+                if process::wait_listening(endpoint, FUNCTION_START_LIMIT, &processes_stop).await {
+                    tracing::info!(function = %f.name, %endpoint, "function is listening");
+                } else {
+                    tracing::warn!(function = %f.name, %endpoint, "function is not listening yet; starting anyway");
+                }
+            }
+        }
+    };
+    let interrupted = tokio::select! {
+        _ = waiting => false,
+        _ = &mut signals => true,
+    };
+
+    let async_stop = CancellationToken::new();
+    let workers = TaskTracker::new();
+    if !interrupted {
+        queue.start(&functions, &client, async_stop.clone(), &workers)?;
+        for (name, source, function, state) in pending_sources {
+            crate::sources::spawn_async_mapping(
+                &name,
+                source,
+                function,
+                queue.clone(),
+                state,
+                sources_stop.child_token(),
+                &sources,
+            );
+        }
+        {
+            let queue = queue.clone();
+            let stop = async_stop.clone();
+            workers.spawn(async move {
+                loop {
+                    queue.refresh_metrics(&function_list).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(METRICS_REFRESH) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            });
+        }
+        app.ready.store(true, Ordering::Release);
+        tracing::info!(
+            functions = functions.len(),
+            mappings = config.mappings.len(),
+            startup_ms = started.elapsed().as_millis() as u64,
+            "switchyard is ready"
+        );
+        signals.await;
+    }
+
+    // Shutdown, in order, within the grace period.
+    let deadline = tokio::time::Instant::now() + config.server.shutdown_grace;
+    tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: intake stopped");
+    app.draining.store(true, Ordering::Release);
+    app.ready.store(false, Ordering::Release);
+    sources_stop.cancel();
+    sources.close();
+    let _ = tokio::time::timeout_at(deadline, sources.wait()).await;
+    while app.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    async_stop.cancel();
+    workers.close();
+    if tokio::time::timeout_at(deadline, workers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "grace period over with async invocations in flight; they stay queued and run at next start"
+        );
+    }
+    if app.in_flight() > 0 {
+        tracing::warn!(
+            in_flight = app.in_flight(),
+            "grace period over with requests in flight"
+        );
+    }
+    server_stop.cancel();
+    let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), server).await;
+    processes_stop.cancel();
+    processes.close();
+    processes.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

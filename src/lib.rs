@@ -1,0 +1,11 @@
+//! Switchyard: a self-hosted event-source router and integration gateway.
+//!
+//! See ARCHITECTURE.md at the repository root for the map of the code.
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod function;
+pub mod queue;
+pub mod server;
+mod sources;

@@ -1,0 +1,54 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchyard::cli::{Cli, Command, LogFormat};
+use switchyard::config::Config;
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => {
+                let config = Config::load(&args.config)?;
+                switchyard::engine::run(config).await
+            }
+            Command::Validate(args) => {
+                Config::load(&args.config)?;
+                println!("{}: valid", args.config.display());
+                Ok(())
+            }
+            Command::Invoke(args) => switchyard::cli::invoke(args).await,
+            Command::Dlq(command) => switchyard::cli::dlq(command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,668 @@
+//! The embedded state: one SQLite file holding the async invocation queue and
+//! the dead-letter store.
+//!
+//! One thread owns the connection. Callers send it jobs; it runs every job
+//! waiting at that moment inside one transaction and commits once (group
+//! commit), and only after the commit, which with `synchronous=FULL` in WAL mode
+//! means after fsync, does any caller hear back. So a 202 is never sent for an
+//! event that a crash could lose, and many concurrent accepts share one fsync.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("state store {path}: {message}")]
+pub struct StoreError {
+    pub path: String,
+    pub message: String,
+}
+
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// Jobs folded into one transaction at most.
+const GROUP_MAX: usize = 512;
+/// Jobs waiting for the writer; senders wait beyond this (backpressure).
+const QUEUE_MAX: usize = 4096;
+
+#[derive(Clone)]
+pub struct Store {
+    jobs: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+/// What an async event is waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// To be invoked.
+    Invoke,
+    /// Invoked; its destination record is waiting to reach `on_success`.
+    OnSuccess,
+    /// Failed for good; its record is waiting to reach `on_failure`.
+    OnFailure,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Invoke => "invoke",
+            Phase::OnSuccess => "on_success",
+            Phase::OnFailure => "on_failure",
+        }
+    }
+
+    fn parse(s: &str) -> Phase {
+        match s {
+            "on_success" => Phase::OnSuccess,
+            "on_failure" => Phase::OnFailure,
+            _ => Phase::Invoke,
+        }
+    }
+}
+
+/// An event to queue.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub request_id: String,
+    pub function: String,
+    /// The mapping or API that accepted it.
+    pub source: String,
+    pub payload: Bytes,
+    pub enqueued_at: i64,
+}
+
+/// A queued async event. Times are milliseconds since the epoch.
+#[derive(Debug, Clone)]
+pub struct QueuedEvent {
+    pub id: i64,
+    pub request_id: String,
+    pub function: String,
+    pub source: String,
+    pub payload: Bytes,
+    pub enqueued_at: i64,
+    pub due_at: i64,
+    /// Function errors so far (what `max_retry_attempts` counts).
+    pub attempts: u32,
+    /// Invocations made (Lambda's approximateInvokeCount).
+    pub invokes: u32,
+    /// Throttles and unreachable tries in a row (for the backoff only).
+    pub throttles: u32,
+    pub phase: Phase,
+    pub destination_record: Option<Bytes>,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub first_attempt_at: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+}
+
+/// An entry of the dead-letter store.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub request_id: String,
+    pub function: String,
+    pub source: String,
+    pub payload: Bytes,
+    pub condition: String,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: u32,
+    pub enqueued_at: i64,
+    pub first_attempt_at: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    pub failed_at: i64,
+    /// Lambda's destination record for this failure.
+    pub record: Option<Bytes>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS async_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    source TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    due_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    invokes INTEGER NOT NULL DEFAULT 0,
+    throttles INTEGER NOT NULL DEFAULT 0,
+    phase TEXT NOT NULL DEFAULT 'invoke',
+    destination_record BLOB,
+    error_type TEXT,
+    error_message TEXT,
+    first_attempt_at INTEGER,
+    last_attempt_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS async_events_due ON async_events (function, due_at);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    source TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    condition TEXT NOT NULL,
+    error_type TEXT,
+    error_message TEXT,
+    attempts INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    first_attempt_at INTEGER,
+    last_attempt_at INTEGER,
+    failed_at INTEGER NOT NULL,
+    record BLOB
+);
+CREATE INDEX IF NOT EXISTS dead_letters_function ON dead_letters (function, id);
+";
+
+const EVENT_COLUMNS: &str = "id, request_id, function, source, payload, enqueued_at, due_at, attempts, invokes, \
+     throttles, phase, destination_record, error_type, error_message, first_attempt_at, last_attempt_at";
+
+const DEAD_LETTER_COLUMNS: &str = "id, request_id, function, source, payload, condition, error_type, error_message, \
+     attempts, enqueued_at, first_attempt_at, last_attempt_at, failed_at, record";
+
+impl Store {
+    /// Opens (creating) `dir/switchyard.db` and starts its writer thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let path = dir.join("switchyard.db");
+        let error = |message: String| StoreError {
+            path: path.display().to_string(),
+            message,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+        let conn = Connection::open(&path).map_err(|e| error(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| error(e.to_string()))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| error(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| error(e.to_string()))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| error(e.to_string()))?;
+        let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        std::thread::Builder::new()
+            .name("switchyard-store".into())
+            .spawn(move || writer(conn, rx))
+            .map_err(|e| error(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store { jobs: tx, path })
+    }
+
+    /// Runs `f` inside the next group transaction; resolves after the commit.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let path = self.path.display().to_string();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<&str>| {
+                let result = match (result, commit_error) {
+                    (Ok(v), None) => Ok(v),
+                    (Err(e), _) => Err(e.to_string()),
+                    (_, Some(e)) => Err(format!("commit failed: {e}")),
+                };
+                let _ = tx.send(result);
+            })
+        });
+        let closed = || StoreError {
+            path: path.clone(),
+            message: "the writer thread has stopped".into(),
+        };
+        self.jobs.send(job).await.map_err(|_| closed())?;
+        rx.await
+            .map_err(|_| closed())?
+            .map_err(|message| StoreError {
+                path: path.clone(),
+                message,
+            })
+    }
+
+    pub async fn enqueue(&self, event: NewEvent) -> Result<i64, StoreError> {
+        self.call(move |c| insert_event(c, &event)).await
+    }
+
+    /// Events of `function` due at `now`, oldest due first.
+    pub async fn due(
+        &self,
+        function: &str,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
+        let function = function.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {EVENT_COLUMNS} FROM async_events WHERE function = ?1 AND due_at <= ?2 ORDER BY due_at, id LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![function, now, limit as i64], event_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// The earliest `due_at` of `function`'s events other than `skip`.
+    pub async fn next_due(
+        &self,
+        function: &str,
+        skip: Vec<i64>,
+    ) -> Result<Option<i64>, StoreError> {
+        let function = function.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, due_at FROM async_events WHERE function = ?1 ORDER BY due_at, id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![function, skip.len() as i64 + 1], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                let (id, due) = row?;
+                if !skip.contains(&id) {
+                    return Ok(Some(due));
+                }
+            }
+            Ok(None)
+        })
+        .await
+    }
+
+    pub async fn delete(&self, id: i64) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.execute("DELETE FROM async_events WHERE id = ?1", [id])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Writes back an event's retry state.
+    pub async fn update(&self, event: QueuedEvent) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.prepare_cached(
+                "UPDATE async_events SET due_at = ?2, attempts = ?3, invokes = ?4, throttles = ?5, phase = ?6, \
+                 destination_record = ?7, error_type = ?8, error_message = ?9, first_attempt_at = ?10, \
+                 last_attempt_at = ?11 WHERE id = ?1",
+            )?
+            .execute(params![
+                event.id,
+                event.due_at,
+                event.attempts,
+                event.invokes,
+                event.throttles,
+                event.phase.as_str(),
+                event.destination_record.as_deref(),
+                event.error_type,
+                event.error_message,
+                event.first_attempt_at,
+                event.last_attempt_at,
+            ])
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Moves a queued event to the dead-letter store in one transaction.
+    pub async fn dead_letter(&self, queued_id: i64, entry: DeadLetter) -> Result<i64, StoreError> {
+        self.call(move |c| {
+            c.execute("DELETE FROM async_events WHERE id = ?1", [queued_id])?;
+            c.prepare_cached(&format!(
+                "INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+            ))?
+            .execute(params![
+                entry.request_id,
+                entry.function,
+                entry.source,
+                &entry.payload[..],
+                entry.condition,
+                entry.error_type,
+                entry.error_message,
+                entry.attempts,
+                entry.enqueued_at,
+                entry.first_attempt_at,
+                entry.last_attempt_at,
+                entry.failed_at,
+                entry.record.as_deref(),
+            ])?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+    }
+
+    /// Replaces a queued event by a new one (a `function` destination) in one
+    /// transaction.
+    pub async fn forward(&self, queued_id: i64, next: NewEvent) -> Result<i64, StoreError> {
+        self.call(move |c| {
+            c.execute("DELETE FROM async_events WHERE id = ?1", [queued_id])?;
+            insert_event(c, &next)
+        })
+        .await
+    }
+
+    /// Per function: queued events and the oldest `enqueued_at`.
+    pub async fn depths(&self) -> Result<Vec<(String, u64, i64)>, StoreError> {
+        self.call(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT function, COUNT(*), MIN(enqueued_at) FROM async_events GROUP BY function",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Per function: dead-letter entries.
+    pub async fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT function, COUNT(*) FROM dead_letters GROUP BY function")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn dlq_list(
+        &self,
+        function: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE ?1 IS NULL OR function = ?1 ORDER BY id LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![function, limit as i64], dead_letter_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub async fn dlq_get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1"),
+                [id],
+                dead_letter_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Re-queues dead letters (all of `function`'s, or every one when `ids` is
+    /// empty and `all` is set). The entry is removed in the same transaction
+    /// that queues its new attempt. Returns the ids replayed.
+    pub async fn dlq_replay(&self, selection: Selection, now: i64) -> Result<Vec<i64>, StoreError> {
+        self.call(move |c| {
+            let ids = selection.ids(c)?;
+            for id in &ids {
+                c.execute(
+                    "INSERT INTO async_events (request_id, function, source, payload, enqueued_at, due_at) \
+                     SELECT request_id, function, source, payload, ?2, ?2 FROM dead_letters WHERE id = ?1",
+                    params![id, now],
+                )?;
+                c.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    pub async fn dlq_purge(&self, selection: Selection) -> Result<Vec<i64>, StoreError> {
+        self.call(move |c| {
+            let ids = selection.ids(c)?;
+            for id in &ids {
+                c.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+}
+
+/// Which dead letters a replay or purge takes.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Ids(Vec<i64>),
+    /// Every entry, or every entry of one function.
+    All {
+        function: Option<String>,
+    },
+}
+
+impl Selection {
+    fn ids(&self, c: &Connection) -> rusqlite::Result<Vec<i64>> {
+        match self {
+            Selection::Ids(ids) => {
+                let mut found = Vec::new();
+                for id in ids {
+                    let exists: Option<i64> = c
+                        .query_row("SELECT id FROM dead_letters WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })
+                        .optional()?;
+                    found.extend(exists);
+                }
+                Ok(found)
+            }
+            Selection::All { function } => {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id FROM dead_letters WHERE ?1 IS NULL OR function = ?1 ORDER BY id",
+                )?;
+                let rows = stmt.query_map([function], |r| r.get(0))?;
+                rows.collect()
+            }
+        }
+    }
+}
+
+fn insert_event(c: &Connection, e: &NewEvent) -> rusqlite::Result<i64> {
+    c.prepare_cached(
+        "INSERT INTO async_events (request_id, function, source, payload, enqueued_at, due_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+    )?
+    .execute(params![e.request_id, e.function, e.source, &e.payload[..], e.enqueued_at])?;
+    Ok(c.last_insert_rowid())
+}
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {
+    Ok(QueuedEvent {
+        id: r.get(0)?,
+        request_id: r.get(1)?,
+        function: r.get(2)?,
+        source: r.get(3)?,
+        payload: Bytes::from(r.get::<_, Vec<u8>>(4)?),
+        enqueued_at: r.get(5)?,
+        due_at: r.get(6)?,
+        attempts: r.get(7)?,
+        invokes: r.get(8)?,
+        throttles: r.get(9)?,
+        phase: Phase::parse(&r.get::<_, String>(10)?),
+        destination_record: r.get::<_, Option<Vec<u8>>>(11)?.map(Bytes::from),
+        error_type: r.get(12)?,
+        error_message: r.get(13)?,
+        first_attempt_at: r.get(14)?,
+        last_attempt_at: r.get(15)?,
+    })
+}
+
+fn dead_letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
+    Ok(DeadLetter {
+        id: r.get(0)?,
+        request_id: r.get(1)?,
+        function: r.get(2)?,
+        source: r.get(3)?,
+        payload: Bytes::from(r.get::<_, Vec<u8>>(4)?),
+        condition: r.get(5)?,
+        error_type: r.get(6)?,
+        error_message: r.get(7)?,
+        attempts: r.get(8)?,
+        enqueued_at: r.get(9)?,
+        first_attempt_at: r.get(10)?,
+        last_attempt_at: r.get(11)?,
+        failed_at: r.get(12)?,
+        record: r.get::<_, Option<Vec<u8>>>(13)?.map(Bytes::from),
+    })
+}
+
+/// Each job runs in its own savepoint, so a failing job leaves no half-done
+/// writes in the group and does not fail its neighbours.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+fn writer(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let begin = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begin {
+            let message = e.to_string();
+            for job in group {
+                // Nothing ran: report the failure without running the job.
+                drop(job);
+                tracing::error!(error = %message, "state store cannot begin a transaction");
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = group.into_iter().map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+        if commit.is_some() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(commit.as_deref());
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(function: &str, at: i64) -> NewEvent {
+        NewEvent {
+            request_id: format!("r-{at}"),
+            function: function.into(),
+            source: "test".into(),
+            payload: Bytes::from_static(b"{}"),
+            enqueued_at: at,
+        }
+    }
+
+    #[tokio::test]
+    async fn queue_round_trip_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.enqueue(event("f", 10)).await.unwrap();
+        store.enqueue(event("f", 20)).await.unwrap();
+        store.enqueue(event("g", 5)).await.unwrap();
+        let due = store.due("f", 15, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].id, a);
+        assert_eq!(store.next_due("f", vec![a]).await.unwrap(), Some(20));
+        let mut e = due[0].clone();
+        e.attempts = 1;
+        e.due_at = 100;
+        store.update(e).await.unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.due("f", 99, 10).await.unwrap().len(),
+            1,
+            "only the event due at 20"
+        );
+        let both = store.due("f", 100, 10).await.unwrap();
+        assert_eq!(both.len(), 2);
+        assert_eq!(both[1].attempts, 1);
+        let depths = store.depths().await.unwrap();
+        assert!(depths.contains(&("f".to_string(), 2, 10)), "{depths:?}");
+    }
+
+    #[tokio::test]
+    async fn dead_letter_and_replay_move_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = store.enqueue(event("f", 10)).await.unwrap();
+        let dl = store
+            .dead_letter(
+                id,
+                DeadLetter {
+                    id: 0,
+                    request_id: "r-10".into(),
+                    function: "f".into(),
+                    source: "test".into(),
+                    payload: Bytes::from_static(b"{}"),
+                    condition: "RetriesExhausted".into(),
+                    error_type: Some("HttpError".into()),
+                    error_message: Some("boom".into()),
+                    attempts: 3,
+                    enqueued_at: 10,
+                    first_attempt_at: Some(11),
+                    last_attempt_at: Some(12),
+                    failed_at: 13,
+                    record: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(store.due("f", i64::MAX, 10).await.unwrap().is_empty());
+        let listed = store.dlq_list(Some("f".into()), 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].error_message.as_deref(), Some("boom"));
+        assert_eq!(
+            store
+                .dlq_replay(Selection::Ids(vec![dl, 999]), 50)
+                .await
+                .unwrap(),
+            vec![dl]
+        );
+        assert!(store.dlq_get(dl).await.unwrap().is_none());
+        let requeued = store.due("f", 50, 10).await.unwrap();
+        assert_eq!(requeued.len(), 1);
+        assert_eq!(
+            requeued[0].request_id, "r-10",
+            "replay keeps the request id"
+        );
+        assert_eq!(requeued[0].attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn failing_job_does_not_spoil_its_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bad = store.call(|c| c.execute("INSERT INTO nowhere VALUES (1)", []).map(|_| ()));
+        let good = store.enqueue(event("f", 1));
+        let (bad, good) = tokio::join!(bad, good);
+        assert!(bad.is_err());
+        assert!(good.is_ok());
+        assert_eq!(store.due("f", 1, 10).await.unwrap().len(), 1);
+    }
+}

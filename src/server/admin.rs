@@ -1,0 +1,177 @@
+//! Health, readiness, metrics and the `/v1` admin API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{AppState, json};
+use crate::queue::{DeadLetter, Selection, now_ms, record};
+
+pub async fn healthz() -> Response {
+    json(StatusCode::OK, json!({ "status": "ok" }))
+}
+
+pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.draining() {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "shutting down" }),
+        )
+    } else if app.ready.load(Ordering::Acquire) {
+        json(StatusCode::OK, json!({ "status": "ready" }))
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "starting" }),
+        )
+    }
+}
+
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let mut response = app.metrics.render().into_response();
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+pub async fn mappings(State(app): State<Arc<AppState>>) -> Response {
+    let list: Vec<Value> = app
+        .mappings
+        .iter()
+        .map(|m| {
+            let state = m.state.borrow().clone();
+            let mut v = json!({
+                "name": m.name,
+                "source": m.source,
+                "function": m.function,
+                "state": state.label(),
+                "config": m.detail,
+            });
+            if let switchyard_sdk::SourceState::Disconnected(reason) = state {
+                v["error"] = Value::String(reason);
+            }
+            v
+        })
+        .collect();
+    json(StatusCode::OK, json!({ "mappings": list }))
+}
+
+/// The JSON form of a dead letter, shared by the API and `switchyard dlq --json`.
+pub fn dead_letter_json(d: &DeadLetter) -> Value {
+    let time = |ms: Option<i64>| ms.map(record::rfc3339_ms);
+    json!({
+        "id": d.id,
+        "requestId": d.request_id,
+        "function": d.function,
+        "source": d.source,
+        "condition": d.condition,
+        "errorType": d.error_type,
+        "errorMessage": d.error_message,
+        "attempts": d.attempts,
+        "enqueuedAt": record::rfc3339_ms(d.enqueued_at),
+        "firstAttemptAt": time(d.first_attempt_at),
+        "lastAttemptAt": time(d.last_attempt_at),
+        "failedAt": record::rfc3339_ms(d.failed_at),
+        "payload": record::payload_value(&d.payload),
+    })
+}
+
+fn store_error(error: impl std::fmt::Display) -> Response {
+    json(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({ "message": error.to_string() }),
+    )
+}
+
+pub async fn dlq_list(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(100usize)
+        .min(10_000);
+    match app
+        .queue
+        .store()
+        .dlq_list(q.get("function").cloned(), limit)
+        .await
+    {
+        Ok(list) => json(
+            StatusCode::OK,
+            json!({ "deadLetters": list.iter().map(dead_letter_json).collect::<Vec<_>>() }),
+        ),
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn dlq_show(State(app): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
+    match app.queue.store().dlq_get(id).await {
+        Ok(Some(d)) => {
+            let mut v = dead_letter_json(&d);
+            v["record"] = d
+                .record
+                .as_deref()
+                .map(record::payload_value)
+                .unwrap_or(Value::Null);
+            json(StatusCode::OK, v)
+        }
+        Ok(None) => not_found(id),
+        Err(e) => store_error(e),
+    }
+}
+
+fn not_found(id: i64) -> Response {
+    json(
+        StatusCode::NOT_FOUND,
+        json!({ "message": format!("no dead letter with id {id}") }),
+    )
+}
+
+pub async fn dlq_replay(State(app): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
+    match app
+        .queue
+        .store()
+        .dlq_replay(Selection::Ids(vec![id]), now_ms())
+        .await
+    {
+        Ok(ids) if ids.is_empty() => not_found(id),
+        Ok(ids) => {
+            app.queue.wake_all();
+            json(StatusCode::OK, json!({ "replayed": ids }))
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn dlq_replay_all(
+    State(app): State<Arc<AppState>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let selection = Selection::All {
+        function: q.get("function").cloned(),
+    };
+    match app.queue.store().dlq_replay(selection, now_ms()).await {
+        Ok(ids) => {
+            app.queue.wake_all();
+            json(StatusCode::OK, json!({ "replayed": ids }))
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+pub async fn dlq_purge(State(app): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
+    match app.queue.store().dlq_purge(Selection::Ids(vec![id])).await {
+        Ok(ids) if ids.is_empty() => not_found(id),
+        Ok(ids) => json(StatusCode::OK, json!({ "purged": ids })),
+        Err(e) => store_error(e),
+    }
+}

@@ -1,0 +1,191 @@
+//! Lambda's Invoke API: `POST /2015-03-31/functions/{name}/invocations`, so
+//! the AWS SDKs and CLI work with `--endpoint-url`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+
+use super::{ASYNC_PAYLOAD_LIMIT, AppState, SYNC_PAYLOAD_LIMIT, read_body};
+use crate::function::{Invocation, InvokeError, Wait, function_arn};
+use crate::queue::AcceptError;
+
+/// AWS's JSON error: the type in `x-amzn-ErrorType`, the text in `message`.
+fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    let body = json!({ "Type": "User", "message": message }).to_string();
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(error_type) {
+        headers.insert("x-amzn-errortype", v);
+    }
+    response
+}
+
+/// `hello`, `function:hello`, `arn:aws:lambda:...:function:hello[:$LATEST]`.
+fn function_name(path_name: &str) -> &str {
+    match path_name.split_once("function:") {
+        Some((_, rest)) => rest.split(':').next().unwrap_or(rest),
+        None => path_name,
+    }
+}
+
+pub async fn invoke(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let name = function_name(&name).to_string();
+    let Some(function) = app.functions.get(&name).cloned() else {
+        return aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("Function not found: {}", function_arn(&name)),
+        );
+    };
+    if let Some(q) = query.get("Qualifier").filter(|q| *q != "$LATEST") {
+        return aws_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!(
+                "Function not found: {}:{q} (only $LATEST exists)",
+                function_arn(&name)
+            ),
+        );
+    }
+    if app.draining() {
+        return aws_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceException",
+            "Switchyard is shutting down",
+        );
+    }
+    let invocation_type = headers
+        .get("x-amz-invocation-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("RequestResponse")
+        .to_string();
+    let limit = match invocation_type.as_str() {
+        "RequestResponse" | "DryRun" => SYNC_PAYLOAD_LIMIT,
+        "Event" => ASYNC_PAYLOAD_LIMIT,
+        other => {
+            return aws_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                &format!(
+                    "X-Amz-Invocation-Type {other:?}: expected one of RequestResponse, Event, DryRun"
+                ),
+            );
+        }
+    };
+    let _in_flight = app.enter();
+    let payload = match read_body(body, limit, || {
+        aws_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            &format!("Request must be smaller than {limit} bytes for the {invocation_type} invocation type"),
+        )
+    })
+    .await
+    {
+        Ok(p) if p.iter().all(u8::is_ascii_whitespace) => Bytes::from_static(b"{}"),
+        Ok(p) => p,
+        Err(response) => return response,
+    };
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&payload) {
+        return aws_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContentException",
+            &format!("Could not parse request body into json: {e}"),
+        );
+    }
+    match invocation_type.as_str() {
+        "DryRun" => StatusCode::NO_CONTENT.into_response(),
+        "Event" => match app.queue.accept(&name, "invoke-api", payload).await {
+            Ok(request_id) => with_request_id(StatusCode::ACCEPTED.into_response(), &request_id),
+            Err(AcceptError::Full(_)) => aws_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequestsException",
+                "Rate Exceeded: the async queue is full",
+            ),
+            Err(error) => {
+                tracing::error!(function = %name, %error, "cannot queue async invocation");
+                aws_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ServiceException",
+                    "the event was not queued",
+                )
+            }
+        },
+        _ => {
+            let request_id = uuid::Uuid::new_v4().to_string();
+            let invocation = Invocation {
+                request_id: request_id.clone(),
+                payload,
+                attempt: 1,
+            };
+            let response = match function
+                .invoke("invoke-api", &invocation, Wait::Bounded)
+                .await
+            {
+                Ok(result) => result_response(result, None),
+                Err(InvokeError::Throttled { .. }) => {
+                    return aws_error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequestsException",
+                        "Rate Exceeded.",
+                    );
+                }
+                Err(error) => result_response(error.error_payload(), Some("Unhandled")),
+            };
+            with_request_id(response, &request_id)
+        }
+    }
+}
+
+fn result_response(body: Bytes, function_error: Option<&'static str>) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert(
+        "x-amz-executed-version",
+        HeaderValue::from_static("$LATEST"),
+    );
+    if let Some(e) = function_error {
+        headers.insert("x-amz-function-error", HeaderValue::from_static(e));
+    }
+    response
+}
+
+fn with_request_id(mut response: Response, request_id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-amzn-requestid", v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::function_name;
+
+    #[test]
+    fn accepts_names_and_arns() {
+        assert_eq!(function_name("hello"), "hello");
+        assert_eq!(function_name("function:hello"), "hello");
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:000000000000:function:hello"),
+            "hello"
+        );
+        assert_eq!(
+            function_name("arn:aws:lambda:us-east-1:000000000000:function:hello:$LATEST"),
+            "hello"
+        );
+    }
+}

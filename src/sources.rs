@@ -1,0 +1,62 @@
+//! Runs a mapping's source and hands its records on.
+//!
+//! Sources that EventBridge would invoke asynchronously (schedules) put each
+//! record into the function's durable async queue; the record's `Ack` is
+//! completed only once the event is on disk, so what the source acknowledges
+//! is never lost.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use switchyard_sdk::{Outcome, Source, SourceContext, SourceState};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::function::Function;
+use crate::queue::AsyncQueue;
+
+/// Records a source may have handed on before it waits (backpressure).
+const CHANNEL_CAPACITY: usize = 64;
+
+pub fn spawn_async_mapping(
+    mapping: &str,
+    source: Box<dyn Source>,
+    function: Arc<Function>,
+    queue: Arc<AsyncQueue>,
+    state: watch::Sender<SourceState>,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
+    let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let name: Arc<str> = Arc::from(mapping);
+    let cx = SourceContext {
+        mapping: name.clone(),
+        out: tx,
+        shutdown,
+        state: state.clone(),
+    };
+    let source_name = name.clone();
+    tracker.spawn(async move {
+        if let Err(error) = source.run(cx).await {
+            tracing::error!(mapping = %source_name, %error, "source stopped with an error");
+            state.send_replace(SourceState::Disconnected(error.to_string()));
+        }
+    });
+    tracker.spawn(async move {
+        // Ends when the source has stopped and dropped its sender.
+        while let Some(record) = rx.recv().await {
+            let payload = Bytes::from(record.data.to_string());
+            match queue.accept(&function.name, &name, payload).await {
+                Ok(request_id) => {
+                    tracing::debug!(mapping = %name, function = %function.name, %request_id, "event queued");
+                    record.ack.complete(Outcome::Delivered);
+                }
+                Err(error) => {
+                    tracing::warn!(mapping = %name, function = %function.name, %error, "cannot queue event");
+                    record.ack.complete(Outcome::Retry(error.to_string()));
+                }
+            }
+        }
+    });
+}
