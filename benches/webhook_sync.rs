@@ -1,1 +1,263 @@
-fn main() {}
+//! Webhook and async-accept benchmarks, each a ratio against a baseline
+//! measured in the same run on the same machine (docs/benchmarks.md).
+//!
+//! `cargo bench --bench webhook_sync` (optionally `-- --seconds 5`)
+//!
+//! 1. Sync webhook round trip through Switchyard to a trivial HTTP function
+//!    vs a direct call to the same function: added p50/p99 latency at one
+//!    connection, and the requests/s ratio at 32 connections.
+//! 2. Async webhook accept (durable 202) vs a bare axum handler that reads
+//!    the body and answers 202, same client and connections.
+//! 3. End-to-end async delivery rate to the trivial function.
+//!
+//! Switchyard's peak RSS (VmHWM) is reported after the run.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+const BODY: &str = r#"{"order":42,"items":[{"sku":"A-1","qty":2}],"note":"benchmark payload of a typical webhook"}"#;
+
+struct Stats {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl Stats {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+    fn percentile(&self, p: f64) -> f64 {
+        let mut l = self.latencies_us.clone();
+        l.sort_unstable();
+        if l.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((l.len() as f64 - 1.0) * p).round() as usize;
+        l[i] as f64 / 1000.0
+    }
+}
+
+async fn load(client: &HttpClient, url: &str, connections: usize, duration: Duration, expect: u16) -> Stats {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections {
+        let client = client.clone();
+        let url: hyper::Uri = url.parse().unwrap();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let request = hyper::Request::post(url.clone())
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+                    .unwrap();
+                let t = Instant::now();
+                match client.request(request).await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.into_body().collect().await;
+                        if status == expect {
+                            latencies.push(t.elapsed().as_micros() as u64);
+                        } else {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await.unwrap());
+    }
+    Stats {
+        requests: latencies_us.len(),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        latencies_us,
+    }
+}
+
+/// The trivial function: answers `{}`; counts what it received.
+async fn start_function(received: Arc<AtomicUsize>) -> SocketAddr {
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let received = received.clone();
+        async move {
+            let _ = body;
+            received.fetch_add(1, Ordering::Relaxed);
+            "{}"
+        }
+    });
+    serve(app).await
+}
+
+/// The baseline for async accept: read the body, answer 202.
+async fn start_bare_accept() -> SocketAddr {
+    let app = axum::Router::new().fallback(|body: Bytes| async move {
+        let _ = body;
+        axum::http::StatusCode::ACCEPTED
+    });
+    serve(app).await
+}
+
+async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn start_switchyard(function: SocketAddr, port: u16, state: &std::path::Path) -> Child {
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:{port}\nstate:\n  dir: {}\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\n    concurrency: 64\n    max_waiting: 1000\nmappings:\n  - {{ name: sync, source: {{ webhook: {{ path: /sync, mode: sync }} }}, function: f }}\n  - {{ name: async, source: {{ webhook: {{ path: /async, mode: async }} }}, function: f }}\n",
+        state.display()
+    );
+    let path = state.join("bench.yaml");
+    std::fs::create_dir_all(state).unwrap();
+    std::fs::write(&path, config).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start switchyard")
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+async fn wait_ready(client: &HttpClient, port: u16) {
+    let url: hyper::Uri = format!("http://127.0.0.1:{port}/readyz").parse().unwrap();
+    for _ in 0..600 {
+        if let Ok(r) = client.get(url.clone()).await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("switchyard did not become ready");
+}
+
+fn row(name: &str, s: &Stats) -> String {
+    format!(
+        "| {name} | {:.0} | {:.3} | {:.3} | {} |",
+        s.rps(),
+        s.percentile(0.5),
+        s.percentile(0.99),
+        s.errors
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::args()
+        .skip_while(|a| a != "--seconds")
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let duration = Duration::from_secs(seconds);
+    let client: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http();
+
+    let received = Arc::new(AtomicUsize::new(0));
+    let function = start_function(received.clone()).await;
+    let bare = start_bare_accept().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let state = tempfile::tempdir().unwrap();
+    let mut switchyard = start_switchyard(function, port, state.path());
+    wait_ready(&client, port).await;
+
+    let direct_url = format!("http://{function}/");
+    let sync_url = format!("http://127.0.0.1:{port}/sync");
+    let async_url = format!("http://127.0.0.1:{port}/async");
+    let bare_url = format!("http://{bare}/");
+
+    // Warm up connections and caches.
+    load(&client, &direct_url, 4, Duration::from_millis(500), 200).await;
+    load(&client, &sync_url, 4, Duration::from_millis(500), 200).await;
+
+    let direct_1 = load(&client, &direct_url, 1, duration, 200).await;
+    let sync_1 = load(&client, &sync_url, 1, duration, 200).await;
+    let direct_32 = load(&client, &direct_url, 32, duration, 200).await;
+    let sync_32 = load(&client, &sync_url, 32, duration, 200).await;
+
+    let bare_32 = load(&client, &bare_url, 32, duration, 202).await;
+    let before = received.load(Ordering::Relaxed);
+    let accept_32 = load(&client, &async_url, 32, duration, 202).await;
+
+    // End-to-end async delivery: wait until the function got every accepted event.
+    let expected = before + accept_32.requests;
+    let delivery_started = Instant::now();
+    while received.load(Ordering::Relaxed) < expected && delivery_started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drained_in = delivery_started.elapsed();
+    let delivered = received.load(Ordering::Relaxed) - before;
+    let delivery_rate = delivered as f64 / (accept_32.elapsed + drained_in).as_secs_f64();
+    let rss = peak_rss_mb(switchyard.id());
+    unsafe {
+        libc::kill(switchyard.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = switchyard.wait();
+
+    println!("\n## Webhook benchmarks ({seconds}s per run, loopback)\n");
+    println!("| run | requests/s | p50 ms | p99 ms | errors |");
+    println!("|---|---|---|---|---|");
+    for (name, s) in [
+        ("direct to function, 1 connection", &direct_1),
+        ("sync webhook via Switchyard, 1 connection", &sync_1),
+        ("direct to function, 32 connections", &direct_32),
+        ("sync webhook via Switchyard, 32 connections", &sync_32),
+        ("bare axum 202, 32 connections", &bare_32),
+        ("async webhook durable 202, 32 connections", &accept_32),
+    ] {
+        println!("{}", row(name, s));
+    }
+    println!();
+    println!(
+        "- sync added latency at 1 connection: p50 +{:.3} ms, p99 +{:.3} ms (goal: p99 under +1 ms)",
+        sync_1.percentile(0.5) - direct_1.percentile(0.5),
+        sync_1.percentile(0.99) - direct_1.percentile(0.99)
+    );
+    println!("- sync throughput ratio at 32 connections: {:.2} of direct", sync_32.rps() / direct_32.rps());
+    println!(
+        "- async accept ratio at 32 connections: {:.2} of the bare handler (goal: at least 0.5)",
+        accept_32.rps() / bare_32.rps()
+    );
+    println!(
+        "- async end to end: {delivered} of {} accepted events delivered, {delivery_rate:.0} events/s (queue drained {:.2}s after the load stopped)",
+        accept_32.requests,
+        drained_in.as_secs_f64()
+    );
+    println!("- Switchyard peak RSS: {rss:.1} MB");
+}

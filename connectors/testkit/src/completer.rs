@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_sdk::{Ack, Outcome};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{JoinError, JoinSet};
 
 /// The reason the kit gives when it asks for a retry.
@@ -62,22 +62,25 @@ impl Job {
     }
 }
 
+/// What a scope worker is asked to do.
+enum Work {
+    Job(Job),
+    /// Reply once every job queued before this one has run.
+    Flush(oneshot::Sender<()>),
+}
+
 /// The completion tasks of one source run.
 #[derive(Default)]
 pub(crate) struct Completer {
+    /// One-off completions.
     tasks: JoinSet<()>,
     /// One sequential worker per ordered scope.
-    scopes: BTreeMap<Arc<str>, mpsc::UnboundedSender<Job>>,
+    scopes: BTreeMap<Arc<str>, mpsc::UnboundedSender<Work>>,
+    workers: JoinSet<()>,
 }
 
 impl Completer {
-    pub(crate) fn complete(
-        &mut self,
-        scope: Option<&Arc<str>>,
-        ack: Ack,
-        action: Action,
-        when: When,
-    ) {
+    pub(crate) fn complete(&mut self, scope: Option<&Arc<str>>, ack: Ack, action: Action, when: When) {
         match when {
             When::Now => action.apply(ack),
             When::Spawned(delay) => {
@@ -87,15 +90,20 @@ impl Completer {
                 let scope = scope.cloned().unwrap_or_else(|| Arc::from(""));
                 let job = Job { ack, action, delay };
                 let worker = self.scopes.entry(scope).or_insert_with(|| {
-                    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-                    self.tasks.spawn(async move {
-                        while let Some(job) = rx.recv().await {
-                            job.run().await;
+                    let (tx, mut rx) = mpsc::unbounded_channel::<Work>();
+                    self.workers.spawn(async move {
+                        while let Some(work) = rx.recv().await {
+                            match work {
+                                Work::Job(job) => job.run().await,
+                                Work::Flush(done) => {
+                                    let _ = done.send(());
+                                }
+                            }
                         }
                     });
                     tx
                 });
-                if let Err(mpsc::error::SendError(job)) = worker.send(job) {
+                if let Err(mpsc::error::SendError(Work::Job(job))) = worker.send(Work::Job(job)) {
                     // Only if the worker panicked; `reap` reports that. The
                     // ack still gets its outcome.
                     job.action.apply(job.ack);
@@ -106,7 +114,27 @@ impl Completer {
 
     /// Collects finished tasks; an error means an ack callback panicked.
     pub(crate) fn reap(&mut self) -> Result<(), JoinError> {
-        while let Some(result) = self.tasks.try_join_next() {
+        while let Some(result) = self.tasks.try_join_next().or_else(|| self.workers.try_join_next()) {
+            result?;
+        }
+        Ok(())
+    }
+
+    /// Waits until every ack handed over so far has its outcome, keeping the
+    /// scope workers for what comes next.
+    pub(crate) async fn flush(&mut self) -> Result<(), JoinError> {
+        let mut replies = Vec::new();
+        for worker in self.scopes.values() {
+            let (done, reply) = oneshot::channel();
+            if worker.send(Work::Flush(done)).is_ok() {
+                replies.push(reply);
+            }
+        }
+        // A worker that panicked drops its reply; `reap` reports the panic.
+        for reply in replies {
+            let _ = reply.await;
+        }
+        while let Some(result) = self.tasks.join_next().await {
             result?;
         }
         Ok(())
@@ -116,7 +144,8 @@ impl Completer {
     pub(crate) async fn finish(&mut self) -> Result<(), JoinError> {
         // Closing the queues lets each scope worker end after its last job.
         self.scopes.clear();
-        while let Some(result) = self.tasks.join_next().await {
+        self.flush().await?;
+        while let Some(result) = self.workers.join_next().await {
             result?;
         }
         Ok(())

@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,10 @@ const HOLD_MAX: usize = 4;
 /// Records received between the first held ack and the cancel, so later records
 /// get acked while the held ones are still unresolved.
 const HOLD_WINDOW: usize = 32;
+/// How far the window stretches while an ordered scope with a held record has
+/// not yet seen a later record of its own acked (a filtered one): that is the
+/// moment a checkpoint could wrongly pass the held record.
+const HOLD_WINDOW_MAX: usize = 4 * HOLD_WINDOW;
 /// A restart does not wait longer than this for the next record.
 const HOLD_IDLE: Duration = Duration::from_millis(20);
 /// The longest delay before the kit completes an ack.
@@ -176,8 +180,11 @@ struct Lane {
 struct Hold {
     /// Acks still to hold back.
     to_hold: usize,
-    /// Records still to receive before the cancel.
-    window: usize,
+    /// Records received since the hold began.
+    received: usize,
+    /// Ordered scopes holding a record that no later record of theirs has
+    /// overtaken yet.
+    waiting: BTreeSet<Arc<str>>,
     /// Cancel anyway when no record arrives until then.
     idle_until: Instant,
 }
@@ -190,6 +197,12 @@ struct Running {
     /// False once every sender is gone: `recv` would return `None` at once.
     rx_open: bool,
     _state: watch::Receiver<SourceState>,
+}
+
+impl Hold {
+    fn done(&self) -> bool {
+        self.received >= HOLD_WINDOW && (self.waiting.is_empty() || self.received >= HOLD_WINDOW_MAX)
+    }
 }
 
 impl Drop for Running {
@@ -272,13 +285,18 @@ impl<'a> Driver<'a> {
                 return Ok(self.report.clone());
             }
             if self.hold.is_none() && self.restart_due() {
+                // Let every outcome decided so far reach the source first: a
+                // record acked during the hold is then the last word on its
+                // scope, and a checkpoint that passes a held record stays wrong.
+                self.completer.flush().await.map_err(callback_panicked)?;
                 self.hold = Some(Hold {
                     to_hold: self.rng.random_range(1..=HOLD_MAX),
-                    window: HOLD_WINDOW,
+                    received: 0,
+                    waiting: BTreeSet::new(),
                     idle_until: Instant::now() + HOLD_IDLE,
                 });
             }
-            if self.hold.as_ref().is_some_and(|hold| hold.window == 0) {
+            if self.hold.as_ref().is_some_and(Hold::done) {
                 self.restart().await?;
                 continue;
             }
@@ -352,23 +370,23 @@ impl<'a> Driver<'a> {
         };
         self.note_received(i);
         if let Some(hold) = &mut self.hold {
-            hold.window = hold.window.saturating_sub(1);
+            hold.received += 1;
             hold.idle_until = Instant::now() + HOLD_IDLE;
         }
         let Record { scope, ack, .. } = record;
+        let lane = self.ordered.then(|| scope.unwrap_or_else(|| Arc::from(UNSCOPED)));
 
         if self.filtered[i] {
             // Acked at once, possibly ahead of earlier records of its scope
             // that are still in flight: a checkpoint must not pass those.
             self.delivered(i, None)?;
-            self.completer
-                .complete(None, ack, Action::Deliver, When::Now);
+            self.completer.complete(None, ack, Action::Deliver, When::Now);
+            if let (Some(hold), Some(key)) = (&mut self.hold, &lane) {
+                hold.waiting.remove(key);
+            }
             return Ok(());
         }
 
-        let lane = self
-            .ordered
-            .then(|| scope.unwrap_or_else(|| Arc::from(UNSCOPED)));
         if let Some(key) = &lane {
             let state = self.lanes.entry(key.clone()).or_default();
             if let Some(blocked_at) = state.blocked_at {
@@ -392,6 +410,7 @@ impl<'a> Driver<'a> {
         if let Some(hold) = self.hold.as_mut().filter(|hold| hold.to_hold > 0) {
             hold.to_hold -= 1;
             if let Some(key) = &lane {
+                hold.waiting.insert(key.clone());
                 self.lanes.entry(key.clone()).or_default().holding = true;
             }
             self.held.push(ack);

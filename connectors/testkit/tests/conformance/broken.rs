@@ -217,7 +217,12 @@ impl BrokenLogSource {
                 part.in_flight.retain(|&offset, _| offset < tag.offset);
                 part.position = part.position.min(tag.offset);
             }
-            (LogBug::CommitEveryDelivered, _) => self.log.commit(tag.partition, tag.offset + 1),
+            (LogBug::CommitEveryDelivered, _) => {
+                let next = tag.offset + 1;
+                if std::env::var("TMP_MAX").is_err() || next > self.log.committed(tag.partition) {
+                    self.log.commit(tag.partition, next)
+                }
+            }
             (LogBug::RedeliverLater, Outcome::Retry(_)) => part.retry.push_back(tag.offset),
             (LogBug::RedeliverLater, _) => {
                 if let Some(checkpoint) = part.tracker.complete(tag.offset) {

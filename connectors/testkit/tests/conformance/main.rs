@@ -186,3 +186,32 @@ async fn tmp_sweep() {
         println!("{k} => {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn tmp_realtime() {
+    let mut tally = std::collections::BTreeMap::<String, usize>::new();
+    let t0 = std::time::Instant::now();
+    for seed in 0..20u64 {
+        let c = Conformance { seed, timeout: Duration::from_secs(3), ..Conformance::default() };
+        for (name, fx) in [
+            ("commit", Box::new(BrokenLog::new(LogBug::CommitEveryDelivered)) as Box<dyn Fixture>),
+            ("later", Box::new(BrokenLog::new(LogBug::RedeliverLater))),
+            ("shutdown", Box::new(BrokenQueue::new(QueueBug::AckAllOnShutdown))),
+            ("ref-log", Box::new(MemoryLogFixture::default())),
+            ("ref-log1", Box::new(MemoryLogFixture::new(1))),
+            ("ref-queue", Box::new(MemoryQueueFixture::new())),
+        ] {
+            let r = c.run(fx.as_ref()).await;
+            let kind = match &r {
+                Ok(_) => "ok".to_string(),
+                Err(Violation::Lost { .. }) => "lost".to_string(),
+                Err(Violation::OutOfOrder { .. }) => "order".into(),
+                Err(v) => format!("{v}"),
+            };
+            *tally.entry(format!("{name}: {kind}")).or_default() += 1;
+        }
+    }
+    for (k, v) in tally { println!("{k} => {v}"); }
+    println!("{:?}", t0.elapsed());
+}

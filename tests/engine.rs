@@ -1,0 +1,249 @@
+//! The engine end to end: the real binary, real HTTP functions on loopback.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{FunctionServer, Switchyard, client, config};
+use serde_json::{Value, json};
+
+fn webhook(name: &str, path: &str, mode: &str) -> String {
+    format!("  - name: {name}\n    source:\n      webhook:\n        path: {path}\n        mode: {mode}\n    function: f\n")
+}
+
+#[test]
+fn validate_names_file_key_path_and_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        config("http://127.0.0.1:1/", "", &webhook("a", "/a", "sync")) + &webhook("b", "/b", "later"),
+    )
+    .unwrap();
+    let out = common::cli(&["validate"], &path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("bad.yaml"), "{stderr}");
+    assert!(stderr.contains("mappings[1].source.webhook.mode"), "{stderr}");
+    assert!(stderr.contains("sync") && stderr.contains("async"), "{stderr}");
+
+    std::fs::write(&path, config("http://127.0.0.1:1/", "", &webhook("a", "/a", "sync"))).unwrap();
+    let out = common::cli(&["validate"], &path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let quickstart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/quickstart.yaml");
+    assert!(common::cli(&["validate"], &quickstart).status.success());
+
+    let version = std::process::Command::new(common::BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn run_with_a_bad_config_fails_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    std::fs::write(&path, "functions:\n  f:\n    http:\n      url: http://127.0.0.1:1/\n    colour: blue\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("functions.f") && stderr.contains("colour"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_webhook_passes_an_http_api_v2_event_and_maps_the_result() {
+    let function = FunctionServer::start(|r, _| {
+        let body: Value = serde_json::from_str(r.body["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+        if body["plain"] == true {
+            return (200, vec![], json!({"plain": "json"}).to_string());
+        }
+        let proxy = json!({
+            "statusCode": 201,
+            "headers": {"x-order": "accepted", "content-type": "application/json"},
+            "cookies": ["session=1"],
+            "body": json!({"got": body}).to_string(),
+        });
+        (200, vec![], proxy.to_string())
+    })
+    .await;
+    let sy = Switchyard::start(&config(&function.url(), "", &webhook("orders", "/hooks/orders", "sync")));
+    let http = client();
+    let response = http
+        .post(sy.url("/hooks/orders?src=test&src=again"))
+        .header("content-type", "application/json")
+        .header("x-custom", "1")
+        .header("cookie", "a=1; b=2")
+        .body(r#"{"id":7}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["x-order"], "accepted");
+    assert_eq!(response.headers()["set-cookie"], "session=1");
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"got": {"id": 7}}));
+
+    let event = &function.received()[0].body;
+    assert_eq!(event["version"], "2.0");
+    assert_eq!(event["routeKey"], "POST /hooks/orders");
+    assert_eq!(event["rawPath"], "/hooks/orders");
+    assert_eq!(event["rawQueryString"], "src=test&src=again");
+    assert_eq!(event["queryStringParameters"]["src"], "test,again");
+    assert_eq!(event["headers"]["x-custom"], "1");
+    assert_eq!(event["cookies"], json!(["a=1", "b=2"]));
+    assert_eq!(event["requestContext"]["http"]["method"], "POST");
+    assert_eq!(event["requestContext"]["http"]["path"], "/hooks/orders");
+    assert_eq!(event["requestContext"]["http"]["protocol"], "HTTP/1.1");
+    assert_eq!(event["requestContext"]["http"]["sourceIp"], "127.0.0.1");
+    assert!(event["requestContext"]["timeEpoch"].as_i64().unwrap() > 1_700_000_000_000);
+    assert!(event["requestContext"]["requestId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(event["body"], r#"{"id":7}"#);
+    assert_eq!(event["isBase64Encoded"], false);
+
+    // Any other JSON result is a 200 with that JSON.
+    let response = http.post(sy.url("/hooks/orders")).body(r#"{"plain":true}"#).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"plain": "json"}));
+
+    // A non-UTF-8 body reaches the function base64-encoded.
+    http.post(sy.url("/hooks/orders")).body(vec![0xffu8, 0xfe]).send().await.unwrap();
+    let event = &function.received()[2].body;
+    assert_eq!(event["isBase64Encoded"], true);
+    assert_eq!(event["body"], "//4=");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_failures_are_mapped_to_clear_statuses() {
+    let failing = FunctionServer::start(|_, _| (500, vec![], "boom".into())).await;
+    let slow = FunctionServer::start_with_delay(Duration::from_secs(3), |_, _| (200, vec![], "{}".into())).await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let text = format!(
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  failing:\n    http: {{ url: {} }}\n  slow:\n    http: {{ url: {}, timeout: 500ms }}\n  gone:\n    http: {{ url: http://{closed}/ }}\nmappings:\n  - {{ name: failing, source: {{ webhook: {{ path: /failing }} }}, function: failing }}\n  - {{ name: slow, source: {{ webhook: {{ path: /slow }} }}, function: slow }}\n  - {{ name: gone, source: {{ webhook: {{ path: /gone }} }}, function: gone }}\n  - {{ name: posts, source: {{ webhook: {{ path: /posts, methods: [post] }} }}, function: failing }}\n",
+        failing.url(),
+        slow.url()
+    );
+    let sy = Switchyard::start(&text);
+    let http = client();
+    let status = |path: &'static str| {
+        let http = http.clone();
+        let url = sy.url(path);
+        async move { http.post(url).body("{}").send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status("/failing").await, 500);
+    assert_eq!(status("/slow").await, 504);
+    assert_eq!(status("/gone").await, 502);
+    assert_eq!(status("/nowhere").await, 404);
+    assert_eq!(http.get(sy.url("/posts")).send().await.unwrap().status(), 405);
+
+    let too_big = vec![b'x'; 6 * 1024 * 1024 + 1];
+    let response = http.post(sy.url("/failing")).body(too_big).send().await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(failing.received().len(), 1, "an oversized request never reaches the function");
+
+    let metrics = http.get(sy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"switchyard_invocations_total{function="slow",outcome="timeout"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"switchyard_webhook_requests_total{mapping="failing",status="413"} 1"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_bounds_in_flight_invocations_and_throttles_the_excess() {
+    let function = FunctionServer::start_with_delay(Duration::from_millis(600), |_, _| (200, vec![], "{}".into())).await;
+    let extra = "    concurrency: 2\n    max_waiting: 2\n    max_wait: 5s\n";
+    let sy = Switchyard::start(&config(&function.url(), extra, &webhook("w", "/w", "sync")));
+    let http = client();
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let request = http.post(sy.url("/w")).body("{}").send();
+            tokio::spawn(async move { request.await.unwrap().status().as_u16() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(function.max_in_flight(), 2, "concurrency 2 was exceeded");
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200, 200, 429, 429],
+        "2 run, 2 wait, 2 are throttled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_invokes_with_eventbridge_scheduled_events() {
+    let function = FunctionServer::echo().await;
+    let mapping = "  - name: tick\n    source:\n      schedule:\n        expression: rate(1 second)\n    function: f\n";
+    let sy = Switchyard::start(&config(&function.url(), "", mapping));
+    let got = function.wait_for(2, Duration::from_secs(10)).await;
+    let event = &got[0].body;
+    assert_eq!(event["detail-type"], "Scheduled Event");
+    assert_eq!(event["source"], "aws.events");
+    assert_eq!(event["version"], "0");
+    assert_eq!(event["detail"], json!({}));
+    assert!(event["resources"][0].as_str().unwrap().ends_with("rule/tick"));
+    let t0 = chrono::DateTime::parse_from_rfc3339(event["time"].as_str().unwrap()).unwrap();
+    let t1 = chrono::DateTime::parse_from_rfc3339(got[1].body["time"].as_str().unwrap()).unwrap();
+    assert_eq!((t1 - t0).num_seconds(), 1);
+    let mappings: Value = client().get(sy.url("/v1/mappings")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(mappings["mappings"][0]["name"], "tick");
+    assert_eq!(mappings["mappings"][0]["source"], "schedule");
+    assert_eq!(mappings["mappings"][0]["state"], "running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics() {
+    let function = FunctionServer::echo().await;
+    let sy = Switchyard::start(&config(&function.url(), "", &webhook("w", "/w", "sync")));
+    let http = client();
+    assert_eq!(http.get(sy.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(sy.url("/readyz")).send().await.unwrap().status(), 200);
+    http.post(sy.url("/w")).body("{}").send().await.unwrap();
+    let response = http.get(sy.url("/metrics")).send().await.unwrap();
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let metrics = response.text().await.unwrap();
+    for needle in [
+        r#"switchyard_invocations_total{function="f",outcome="success"} 1"#,
+        r#"switchyard_invoke_duration_seconds_bucket{function="f",le="#,
+        r#"switchyard_webhook_requests_total{mapping="w",status="200"} 1"#,
+        r#"switchyard_function_in_flight{function="f"} 0"#,
+    ] {
+        assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_work_and_refuses_new_work() {
+    let function = FunctionServer::start_with_delay(Duration::from_millis(1500), |_, _| (200, vec![], r#"{"done":true}"#.into())).await;
+    let mut sy = Switchyard::start(&config(&function.url(), "", &webhook("w", "/w", "sync")));
+    let http = client();
+    let in_flight = tokio::spawn(http.post(sy.url("/w")).body("{}").send());
+    function.wait_for_in_flight().await;
+    let signalled = Instant::now();
+    sy.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New work during the drain is refused (503), or the listener is already closed.
+    if let Ok(r) = http.post(sy.url("/w")).body("{}").send().await {
+        assert_eq!(r.status(), 503);
+    }
+    let readyz = http.get(sy.url("/readyz")).send().await;
+    if let Ok(r) = readyz {
+        assert_eq!(r.status(), 503);
+    }
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200, "the in-flight request completes");
+    assert_eq!(response.json::<Value>().await.unwrap(), json!({"done": true}));
+    let status = sy.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    assert_eq!(function.received().len(), 1);
+}
