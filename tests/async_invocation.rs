@@ -569,3 +569,17 @@ async fn graceful_shutdown_keeps_queued_events() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.received().len(), 6, "each event succeeded once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_bound_holds_under_concurrent_posts() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", closed.local_addr().unwrap());
+    drop(closed);
+    let text = config(&url, &async_block(BACKOFF), &async_hook()).replace(
+        "state:\n  dir: STATE_DIR\n",
+        "state:\n  dir: STATE_DIR\n  max_queued_events: 5\n",
+    );
+    let sy = Switchyard::start(&text);
+    let accepted = post_all(sy.url(HOOK), (0..40).collect(), 16, Arc::new(AtomicUsize::new(0))).await;
+    assert_eq!(accepted.len(), 5, "accepted {accepted:?}");
+}

@@ -97,12 +97,16 @@ impl AsyncQueue {
         source: &str,
         payload: Bytes,
     ) -> Result<String, AcceptError> {
-        let depth = self.depth.load(Ordering::Acquire).max(0) as usize;
+        // Reserve the place before the (slow, group-committed) write, so
+        // concurrent accepts cannot all pass the check and overshoot the bound.
+        let depth = self.depth.fetch_add(1, Ordering::AcqRel).max(0) as usize;
         if depth >= self.max_queued {
+            self.depth.fetch_sub(1, Ordering::AcqRel);
             return Err(AcceptError::Full(depth));
         }
         let request_id = uuid::Uuid::new_v4().to_string();
-        self.store
+        let queued = self
+            .store
             .enqueue(NewEvent {
                 request_id: request_id.clone(),
                 function: function.to_string(),
@@ -110,8 +114,11 @@ impl AsyncQueue {
                 payload,
                 enqueued_at: now_ms(),
             })
-            .await?;
-        self.depth.fetch_add(1, Ordering::AcqRel);
+            .await;
+        if let Err(error) = queued {
+            self.depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(error.into());
+        }
         self.wake(function);
         Ok(request_id)
     }
