@@ -168,26 +168,15 @@ async fn wait_ready(client: &HttpClient, port: u16) {
 }
 
 fn row(name: &str, s: &Stats) -> String {
-    format!(
-        "| {name} | {:.0} | {:.3} | {:.3} | {} |",
-        s.rps(),
-        s.percentile(0.5),
-        s.percentile(0.99),
-        s.errors
-    )
+    format!("| {name} | {:.0} | {:.3} | {:.3} | {} |", s.rps(), s.percentile(0.5), s.percentile(0.99), s.errors)
 }
 
 #[tokio::main]
 async fn main() {
-    let seconds: u64 = std::env::args()
-        .skip_while(|a| a != "--seconds")
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let seconds: u64 =
+        std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let duration = Duration::from_secs(seconds);
-    let client: HttpClient = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build_http();
+    let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
 
     let received = Arc::new(AtomicUsize::new(0));
     let function = start_function(received.clone()).await;

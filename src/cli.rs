@@ -11,20 +11,10 @@ use crate::config::Config;
 use crate::queue::{Selection, Store, now_ms, record};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "switchyard",
-    version,
-    about = "Self-hosted event-source router and integration gateway"
-)]
+#[command(name = "switchyard", version, about = "Self-hosted event-source router and integration gateway")]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "SWITCHYARD_LOG_FORMAT"
-    )]
+    #[arg(long, global = true, value_enum, default_value = "text", env = "SWITCHYARD_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -114,9 +104,7 @@ pub struct DlqSelection {
 impl DlqSelection {
     fn selection(&self) -> anyhow::Result<Selection> {
         if self.all {
-            Ok(Selection::All {
-                function: self.function.clone(),
-            })
+            Ok(Selection::All { function: self.function.clone() })
         } else if self.ids.is_empty() {
             anyhow::bail!("name the entries to take (IDS...) or pass --all")
         } else {
@@ -132,18 +120,10 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
         Ok(Store::open(&config.state.dir)?)
     };
     match command {
-        DlqCommand::List {
-            config,
-            function,
-            json,
-            limit,
-        } => {
+        DlqCommand::List { config, function, json, limit } => {
             let entries = open(&config)?.dlq_list(function, limit).await?;
             if json {
-                let list: Vec<Value> = entries
-                    .iter()
-                    .map(crate::server::dead_letter_json)
-                    .collect();
+                let list: Vec<Value> = entries.iter().map(crate::server::dead_letter_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 println!(
@@ -165,22 +145,13 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
             }
         }
         DlqCommand::Show { config, id } => {
-            let d = open(&config)?
-                .dlq_get(id)
-                .await?
-                .with_context(|| format!("no dead letter with id {id}"))?;
+            let d = open(&config)?.dlq_get(id).await?.with_context(|| format!("no dead letter with id {id}"))?;
             let mut v = crate::server::dead_letter_json(&d);
-            v["record"] = d
-                .record
-                .as_deref()
-                .map(record::payload_value)
-                .unwrap_or(Value::Null);
+            v["record"] = d.record.as_deref().map(record::payload_value).unwrap_or(Value::Null);
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         DlqCommand::Replay(sel) => {
-            let ids = open(&sel.config)?
-                .dlq_replay(sel.selection()?, now_ms())
-                .await?;
+            let ids = open(&sel.config)?.dlq_replay(sel.selection()?, now_ms()).await?;
             println!("replayed {} dead letter(s): {ids:?}", ids.len());
             if !sel.all && ids.len() < sel.ids.len() {
                 anyhow::bail!("some ids were not found in the dead-letter store");
@@ -210,38 +181,18 @@ pub async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
         }
         p => p.to_string(),
     };
-    let url = format!(
-        "{}/2015-03-31/functions/{}/invocations",
-        args.url.trim_end_matches('/'),
-        args.function
-    );
+    let url = format!("{}/2015-03-31/functions/{}/invocations", args.url.trim_end_matches('/'), args.function);
     let response = reqwest::Client::new()
         .post(&url)
-        .header(
-            "x-amz-invocation-type",
-            if args.async_ {
-                "Event"
-            } else {
-                "RequestResponse"
-            },
-        )
+        .header("x-amz-invocation-type", if args.async_ { "Event" } else { "RequestResponse" })
         .body(payload)
         .send()
         .await
         .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let function_error = response.headers().get("x-amz-function-error").is_some();
-    let error_type = response
-        .headers()
-        .get("x-amzn-errortype")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let request_id = response
-        .headers()
-        .get("x-amzn-requestid")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let error_type = response.headers().get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let request_id = response.headers().get("x-amzn-requestid").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let body = response.text().await?;
     if let Some(error_type) = error_type {
         anyhow::bail!("{status} {error_type}: {body}");

@@ -29,8 +29,7 @@ const METRICS_REFRESH: Duration = Duration::from_secs(2);
 
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let buckets = [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        60.0, 300.0, 900.0,
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
     ];
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &buckets)?
@@ -41,8 +40,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 /// Only one Switchyard may own a state directory: two writers would each
 /// believe they own the queue.
 fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create state.dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create state.dir {}", dir.display()))?;
     let path = dir.join("switchyard.lock");
     let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
     // SAFETY: flock on a descriptor we own.
@@ -70,15 +68,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut functions = HashMap::new();
     for (name, fc) in &config.functions {
-        functions.insert(
-            name.clone(),
-            Arc::new(Function::new(name, fc, client.clone())?),
-        );
+        functions.insert(name.clone(), Arc::new(Function::new(name, fc, client.clone())?));
     }
     let function_list: Vec<Arc<Function>> = functions.values().cloned().collect();
-    let queue = Arc::new(
-        AsyncQueue::new(store, config.state.max_queued_events.get(), &function_list).await?,
-    );
+    let queue = Arc::new(AsyncQueue::new(store, config.state.max_queued_events.get(), &function_list).await?);
 
     // Supervised function processes live until everything else has stopped.
     let processes_stop = CancellationToken::new();
@@ -116,10 +109,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         mapping: Arc::from(mapping.name.as_str()),
                         function,
                         mode: hook.mode,
-                        methods: hook
-                            .methods
-                            .as_ref()
-                            .map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
+                        methods: hook.methods.as_ref().map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
                     },
                 );
                 mappings.push(MappingInfo {
@@ -153,13 +143,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    let app = Arc::new(AppState::new(
-        functions.clone(),
-        webhooks,
-        queue.clone(),
-        mappings,
-        metrics,
-    ));
+    let app = Arc::new(AppState::new(functions.clone(), webhooks, queue.clone(), mappings, metrics));
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("server.listen {}: cannot listen", config.server.listen))?;
@@ -169,12 +153,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let stop = server_stop.clone();
         let router = server::router(app.clone());
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
         })
     };
     tracing::info!(%addr, "listening");
@@ -250,19 +231,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     async_stop.cancel();
     workers.close();
-    if tokio::time::timeout_at(deadline, workers.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "grace period over with async invocations in flight; they stay queued and run at next start"
-        );
+    if tokio::time::timeout_at(deadline, workers.wait()).await.is_err() {
+        tracing::warn!("grace period over with async invocations in flight; they stay queued and run at next start");
     }
     if app.in_flight() > 0 {
-        tracing::warn!(
-            in_flight = app.in_flight(),
-            "grace period over with requests in flight"
-        );
+        tracing::warn!(in_flight = app.in_flight(), "grace period over with requests in flight");
     }
     server_stop.cancel();
     let _ = tokio::time::timeout_at(deadline + Duration::from_secs(1), server).await;

@@ -30,12 +30,7 @@ pub fn spawn_async_mapping(
 ) {
     let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
     let name: Arc<str> = Arc::from(mapping);
-    let cx = SourceContext {
-        mapping: name.clone(),
-        out: tx,
-        shutdown,
-        state: state.clone(),
-    };
+    let cx = SourceContext { mapping: name.clone(), out: tx, shutdown, state: state.clone() };
     let source_name = name.clone();
     tracker.spawn(async move {
         if let Err(error) = source.run(cx).await {

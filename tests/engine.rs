@@ -8,7 +8,9 @@ use common::{FunctionServer, Switchyard, client, config};
 use serde_json::{Value, json};
 
 fn webhook(name: &str, path: &str, mode: &str) -> String {
-    format!("  - name: {name}\n    source:\n      webhook:\n        path: {path}\n        mode: {mode}\n    function: f\n")
+    format!(
+        "  - name: {name}\n    source:\n      webhook:\n        path: {path}\n        mode: {mode}\n    function: f\n"
+    )
 }
 
 #[test]
@@ -43,11 +45,7 @@ fn run_with_a_bad_config_fails_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, "functions:\n  f:\n    http:\n      url: http://127.0.0.1:1/\n    colour: blue\n").unwrap();
-    let out = std::process::Command::new(common::BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(common::BIN).args(["run", "--config"]).arg(&path).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("functions.f") && stderr.contains("colour"), "{stderr}");
@@ -147,16 +145,14 @@ async fn webhook_failures_are_mapped_to_clear_statuses() {
     assert_eq!(failing.received().len(), 1, "an oversized request never reaches the function");
 
     let metrics = http.get(sy.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(
-        metrics.contains(r#"switchyard_invocations_total{function="slow",outcome="timeout"} 1"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"switchyard_invocations_total{function="slow",outcome="timeout"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"switchyard_webhook_requests_total{mapping="failing",status="413"} 1"#), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_bounds_in_flight_invocations_and_throttles_the_excess() {
-    let function = FunctionServer::start_with_delay(Duration::from_millis(600), |_, _| (200, vec![], "{}".into())).await;
+    let function =
+        FunctionServer::start_with_delay(Duration::from_millis(600), |_, _| (200, vec![], "{}".into())).await;
     let extra = "    concurrency: 2\n    max_waiting: 2\n    max_wait: 5s\n";
     let sy = Switchyard::start(&config(&function.url(), extra, &webhook("w", "/w", "sync")));
     let http = client();
@@ -172,11 +168,7 @@ async fn concurrency_bounds_in_flight_invocations_and_throttles_the_excess() {
     }
     statuses.sort();
     assert_eq!(function.max_in_flight(), 2, "concurrency 2 was exceeded");
-    assert_eq!(
-        statuses,
-        vec![200, 200, 200, 200, 429, 429],
-        "2 run, 2 wait, 2 are throttled"
-    );
+    assert_eq!(statuses, vec![200, 200, 200, 200, 429, 429], "2 run, 2 wait, 2 are throttled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +215,9 @@ async fn health_readiness_and_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_work_and_refuses_new_work() {
-    let function = FunctionServer::start_with_delay(Duration::from_millis(1500), |_, _| (200, vec![], r#"{"done":true}"#.into())).await;
+    let function =
+        FunctionServer::start_with_delay(Duration::from_millis(1500), |_, _| (200, vec![], r#"{"done":true}"#.into()))
+            .await;
     let mut sy = Switchyard::start(&config(&function.url(), "", &webhook("w", "/w", "sync")));
     let http = client();
     let in_flight = tokio::spawn(http.post(sy.url("/w")).body("{}").send());

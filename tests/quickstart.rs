@@ -18,11 +18,7 @@ async fn quickstart_serves_the_readme_examples() {
     let sy = Switchyard::spawn(
         root,
         &root.join("config/quickstart.yaml"),
-        &[
-            ("SWITCHYARD_LISTEN", "127.0.0.1:0"),
-            ("SWITCHYARD_STATE_DIR", &state),
-            ("HELLO_PORT", &port),
-        ],
+        &[("SWITCHYARD_LISTEN", "127.0.0.1:0"), ("SWITCHYARD_STATE_DIR", &state), ("HELLO_PORT", &port)],
     );
     let http = client();
 
@@ -36,12 +32,7 @@ async fn quickstart_serves_the_readme_examples() {
     assert_eq!(response.status(), 202);
     let request_id = response.json::<Value>().await.unwrap()["requestId"].as_str().unwrap().to_string();
 
-    let response = http
-        .post(sy.url("/hooks/orders"))
-        .body(r#"{"order":2,"fail":true}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = http.post(sy.url("/hooks/orders")).body(r#"{"order":2,"fail":true}"#).send().await.unwrap();
     assert_eq!(response.status(), 202);
 
     // The failing order ends in the dead-letter store after its retries.

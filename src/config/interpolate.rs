@@ -17,18 +17,14 @@ pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
             out.push('$');
             rest = after;
         } else if let Some(body) = tail.strip_prefix("${") {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("line {line}: `${{` without a closing `}}`"))?;
+            let end = body.find('}').ok_or_else(|| format!("line {line}: `${{` without a closing `}}`"))?;
             let expr = &body[..end];
             let (name, default) = match expr.split_once(":-") {
                 Some((name, default)) => (name, Some(default)),
                 None => (expr, None),
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!(
-                    "line {line}: `${{{expr}}}`: expected a variable name of letters, digits and _"
-                ));
+                return Err(format!("line {line}: `${{{expr}}}`: expected a variable name of letters, digits and _"));
             }
             let value = match (lookup(name).filter(|v| !v.is_empty()), default) {
                 (Some(value), _) => value,
@@ -40,9 +36,7 @@ pub fn interpolate(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Resul
                 }
             };
             if value.contains('\n') {
-                return Err(format!(
-                    "line {line}: environment variable {name} contains a newline"
-                ));
+                return Err(format!("line {line}: environment variable {name} contains a newline"));
             }
             out.push_str(&value);
             rest = &body[end + 1..];
@@ -72,35 +66,16 @@ mod tests {
     fn substitutes_and_defaults() {
         assert_eq!(interpolate("a: ${HOST}", env).unwrap(), "a: kafka:9092");
         assert_eq!(interpolate("a: ${NOPE:-x:1}", env).unwrap(), "a: x:1");
-        assert_eq!(
-            interpolate("a: ${EMPTY:-d}", env).unwrap(),
-            "a: d",
-            "empty counts as unset, like the shell's :-"
-        );
-        assert_eq!(
-            interpolate("cost: $$5 and $x", env).unwrap(),
-            "cost: $5 and $x"
-        );
+        assert_eq!(interpolate("a: ${EMPTY:-d}", env).unwrap(), "a: d", "empty counts as unset, like the shell's :-");
+        assert_eq!(interpolate("cost: $$5 and $x", env).unwrap(), "cost: $5 and $x");
     }
 
     #[test]
     fn errors_name_line_and_variable() {
         let err = interpolate("a: 1\nb: ${MISSING}", env).unwrap_err();
         assert!(err.contains("line 2") && err.contains("MISSING"), "{err}");
-        assert!(
-            interpolate("a: ${NL}", env)
-                .unwrap_err()
-                .contains("newline")
-        );
-        assert!(
-            interpolate("a: ${bad name}", env)
-                .unwrap_err()
-                .contains("variable name")
-        );
-        assert!(
-            interpolate("a: ${OPEN", env)
-                .unwrap_err()
-                .contains("closing")
-        );
+        assert!(interpolate("a: ${NL}", env).unwrap_err().contains("newline"));
+        assert!(interpolate("a: ${bad name}", env).unwrap_err().contains("variable name"));
+        assert!(interpolate("a: ${OPEN", env).unwrap_err().contains("closing"));
     }
 }

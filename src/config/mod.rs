@@ -51,10 +51,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            listen: defaults::listen(),
-            shutdown_grace: defaults::shutdown_grace(),
-        }
+        Self { listen: defaults::listen(), shutdown_grace: defaults::shutdown_grace() }
     }
 }
 
@@ -71,10 +68,7 @@ pub struct StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        Self {
-            dir: defaults::state_dir(),
-            max_queued_events: defaults::max_queued_events(),
-        }
+        Self { dir: defaults::state_dir(), max_queued_events: defaults::max_queued_events() }
     }
 }
 
@@ -152,10 +146,7 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        Self {
-            initial: defaults::backoff_initial(),
-            max: defaults::backoff_max(),
-        }
+        Self { initial: defaults::backoff_initial(), max: defaults::backoff_max() }
     }
 }
 
@@ -268,27 +259,14 @@ impl Config {
         Self::parse(&file, &text, |name| std::env::var(name).ok())
     }
 
-    pub fn parse(
-        file: &str,
-        text: &str,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
-        let error = |path: String, message: String| ConfigError {
-            file: file.to_string(),
-            path,
-            message,
-        };
+    pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let error = |path: String, message: String| ConfigError { file: file.to_string(), path, message };
         let text = interpolate(text, env).map_err(|m| error(String::new(), m))?;
         // YAML is read into a JSON value first: the single-key map form of
         // enums (`source: {webhook: ...}`) is what the config uses, and
         // serde_json's deserializer takes it, where the YAML one wants tags.
-        let tree: serde_json::Value =
-            serde_norway::from_str(&text).map_err(|e| error(String::new(), e.to_string()))?;
-        let tree = if tree.is_null() {
-            serde_json::json!({})
-        } else {
-            tree
-        };
+        let tree: serde_json::Value = serde_norway::from_str(&text).map_err(|e| error(String::new(), e.to_string()))?;
+        let tree = if tree.is_null() { serde_json::json!({}) } else { tree };
         let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };

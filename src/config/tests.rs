@@ -33,37 +33,23 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 }
 
 fn error(text: &str) -> String {
-    parse(text)
-        .expect_err("expected a config error")
-        .to_string()
+    parse(text).expect_err("expected a config error").to_string()
 }
 
 #[test]
 fn example_config_is_valid() {
     let config = parse(ISSUE_EXAMPLE).unwrap();
     assert_eq!(config.functions["hello"].concurrency.get(), 8);
-    assert_eq!(
-        config.functions["hello"].http.as_ref().unwrap().timeout,
-        Duration::from_secs(10)
-    );
+    assert_eq!(config.functions["hello"].http.as_ref().unwrap().timeout, Duration::from_secs(10));
     assert_eq!(config.mappings.len(), 2);
-    assert_eq!(
-        config.functions["hello"].async_.max_retry_attempts, 2,
-        "Lambda's default"
-    );
-    assert_eq!(
-        config.functions["hello"].async_.max_event_age,
-        Duration::from_secs(6 * 3600)
-    );
+    assert_eq!(config.functions["hello"].async_.max_retry_attempts, 2, "Lambda's default");
+    assert_eq!(config.functions["hello"].async_.max_event_age, Duration::from_secs(6 * 3600));
 }
 
 #[test]
 fn wrong_enum_value_names_key_path_and_choices() {
     let e = error(&ISSUE_EXAMPLE.replace("mode: sync", "mode: later"));
-    assert!(
-        e.starts_with("test.yaml: mappings[0].source.webhook.mode: "),
-        "{e}"
-    );
+    assert!(e.starts_with("test.yaml: mappings[0].source.webhook.mode: "), "{e}");
     assert!(e.contains("sync") && e.contains("async"), "{e}");
 }
 
@@ -85,14 +71,8 @@ fn wrong_type_is_rejected() {
 
 #[test]
 fn references_are_checked() {
-    let e = error(&ISSUE_EXAMPLE.replace(
-        "    function: hello\n  - name: tick",
-        "    function: nope\n  - name: tick",
-    ));
-    assert!(
-        e.contains("mappings[0].function") && e.contains("nope"),
-        "{e}"
-    );
+    let e = error(&ISSUE_EXAMPLE.replace("    function: hello\n  - name: tick", "    function: nope\n  - name: tick"));
+    assert!(e.contains("mappings[0].function") && e.contains("nope"), "{e}");
     let e = error(&ISSUE_EXAMPLE.replace("rate(5 seconds)", "rate(5 fortnights)"));
     assert!(e.contains("mappings[1].source.schedule.expression"), "{e}");
     let e = error(&ISSUE_EXAMPLE.replace("/hooks/orders", "hooks/orders"));
@@ -107,31 +87,18 @@ fn references_are_checked() {
 
 #[test]
 fn destinations_are_checked() {
-    let text = ISSUE_EXAMPLE.replace(
-        "concurrency: 8",
-        "concurrency: 8\n    async:\n      on_failure: { function: { name: ghost } }",
-    );
+    let text = ISSUE_EXAMPLE
+        .replace("concurrency: 8", "concurrency: 8\n    async:\n      on_failure: { function: { name: ghost } }");
     let e = error(&text);
-    assert!(
-        e.contains("functions.hello.async.on_failure.function.name"),
-        "{e}"
-    );
-    let text = ISSUE_EXAMPLE.replace(
-        "concurrency: 8",
-        "concurrency: 8\n    async:\n      on_failure: { sqs: {} }",
-    );
+    assert!(e.contains("functions.hello.async.on_failure.function.name"), "{e}");
+    let text = ISSUE_EXAMPLE.replace("concurrency: 8", "concurrency: 8\n    async:\n      on_failure: { sqs: {} }");
     let e = error(&text);
     assert!(e.contains("functions.hello.async.on_failure"), "{e}");
 }
 
 #[test]
 fn environment_is_interpolated() {
-    let config = parse(
-        &ISSUE_EXAMPLE
-            .replace("7000", "${PORT}")
-            .replace("10s", "${TIMEOUT:-2s}"),
-    )
-    .unwrap();
+    let config = parse(&ISSUE_EXAMPLE.replace("7000", "${PORT}").replace("10s", "${TIMEOUT:-2s}")).unwrap();
     let http = config.functions["hello"].http.as_ref().unwrap();
     assert_eq!(http.url, "http://127.0.0.1:7001/");
     assert_eq!(http.timeout, Duration::from_secs(2));

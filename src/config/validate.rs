@@ -22,16 +22,10 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
         let at = format!("mappings[{i}]");
         check_name(&format!("{at}.name"), &mapping.name)?;
         if !names.insert(mapping.name.as_str()) {
-            return Err((
-                format!("{at}.name"),
-                format!("duplicate mapping name {:?}", mapping.name),
-            ));
+            return Err((format!("{at}.name"), format!("duplicate mapping name {:?}", mapping.name)));
         }
         if !config.functions.contains_key(&mapping.function) {
-            return Err((
-                format!("{at}.function"),
-                unknown_function(config, &mapping.function),
-            ));
+            return Err((format!("{at}.function"), unknown_function(config, &mapping.function)));
         }
         match &mapping.source {
             SourceConfig::Webhook(hook) => {
@@ -52,27 +46,18 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
                     ));
                 }
                 if !paths.insert(hook.path.as_str()) {
-                    return Err((
-                        format!("{at}.path"),
-                        format!("another webhook already uses {:?}", hook.path),
-                    ));
+                    return Err((format!("{at}.path"), format!("another webhook already uses {:?}", hook.path)));
                 }
                 for (j, method) in hook.methods.iter().flatten().enumerate() {
                     if http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).is_err() {
-                        return Err((
-                            format!("{at}.methods[{j}]"),
-                            format!("expected an HTTP method, got {method:?}"),
-                        ));
+                        return Err((format!("{at}.methods[{j}]"), format!("expected an HTTP method, got {method:?}")));
                     }
                 }
             }
             #[cfg(feature = "schedule")]
             SourceConfig::Schedule(schedule) => {
-                switchyard_schedule::Schedule::parse(
-                    &schedule.expression,
-                    schedule.timezone.as_deref(),
-                )
-                .map_err(|e| (format!("{at}.source.schedule.expression"), e.to_string()))?;
+                switchyard_schedule::Schedule::parse(&schedule.expression, schedule.timezone.as_deref())
+                    .map_err(|e| (format!("{at}.source.schedule.expression"), e.to_string()))?;
             }
         }
     }
@@ -85,41 +70,26 @@ fn validate_function(config: &Config, at: &str, function: &FunctionConfig) -> Re
     };
     check_url(&format!("{at}.http.url"), &http.url)?;
     if http.timeout.is_zero() {
-        return Err((
-            format!("{at}.http.timeout"),
-            "expected a duration above 0".into(),
-        ));
+        return Err((format!("{at}.http.timeout"), "expected a duration above 0".into()));
     }
     if let Some(command) = &http.command
         && command.first().is_none_or(|c| c.is_empty())
     {
-        return Err((
-            format!("{at}.http.command"),
-            "expected a program and its arguments, got an empty list".into(),
-        ));
+        return Err((format!("{at}.http.command"), "expected a program and its arguments, got an empty list".into()));
     }
     let a = &function.async_;
     if a.max_event_age < Duration::from_secs(1) {
-        return Err((
-            format!("{at}.async.max_event_age"),
-            "expected at least 1s".into(),
-        ));
+        return Err((format!("{at}.async.max_event_age"), "expected at least 1s".into()));
     }
     if a.backoff.initial.is_zero() || a.backoff.max < a.backoff.initial {
-        return Err((
-            format!("{at}.async.backoff"),
-            "expected initial above 0 and max at least initial".into(),
-        ));
+        return Err((format!("{at}.async.backoff"), "expected initial above 0 and max at least initial".into()));
     }
     for (key, destination) in [("on_success", &a.on_success), ("on_failure", &a.on_failure)] {
         let at = format!("{at}.async.{key}");
         match destination {
             Some(DestinationConfig::Http(http)) => check_url(&format!("{at}.http.url"), &http.url)?,
             Some(DestinationConfig::Function(f)) if !config.functions.contains_key(&f.name) => {
-                return Err((
-                    format!("{at}.function.name"),
-                    unknown_function(config, &f.name),
-                ));
+                return Err((format!("{at}.function.name"), unknown_function(config, &f.name)));
             }
             _ => {}
         }
@@ -128,19 +98,9 @@ fn validate_function(config: &Config, at: &str, function: &FunctionConfig) -> Re
 }
 
 fn check_name(at: &str, name: &str) -> Result<(), Invalid> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err((
-            at.to_string(),
-            format!("{name:?}: expected 1 to 64 letters, digits, - or _"),
-        ))
-    }
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok { Ok(()) } else { Err((at.to_string(), format!("{name:?}: expected 1 to 64 letters, digits, - or _"))) }
 }
 
 fn check_url(at: &str, url: &str) -> Result<(), Invalid> {
@@ -148,22 +108,13 @@ fn check_url(at: &str, url: &str) -> Result<(), Invalid> {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         Ok(u) => Err((
             at.to_string(),
-            format!(
-                "{url:?}: expected an http or https URL with a host, got scheme {}",
-                u.scheme()
-            ),
+            format!("{url:?}: expected an http or https URL with a host, got scheme {}", u.scheme()),
         )),
-        Err(e) => Err((
-            at.to_string(),
-            format!("{url:?}: expected an absolute http(s) URL ({e})"),
-        )),
+        Err(e) => Err((at.to_string(), format!("{url:?}: expected an absolute http(s) URL ({e})"))),
     }
 }
 
 fn unknown_function(config: &Config, name: &str) -> String {
     let known: Vec<&str> = config.functions.keys().map(String::as_str).collect();
-    format!(
-        "unknown function {name:?}, expected one of: {}",
-        known.join(", ")
-    )
+    format!("unknown function {name:?}, expected one of: {}", known.join(", "))
 }

@@ -16,27 +16,15 @@ pub struct HttpFunction {
 }
 
 impl HttpFunction {
-    pub fn new(
-        name: &str,
-        config: &HttpFunctionConfig,
-        client: reqwest::Client,
-    ) -> anyhow::Result<Self> {
+    pub fn new(name: &str, config: &HttpFunctionConfig, client: reqwest::Client) -> anyhow::Result<Self> {
         let url = reqwest::Url::parse(&config.url)?;
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert("x-switchyard-function", HeaderValue::from_str(name)?);
         for (k, v) in &config.headers {
-            headers.insert(
-                HeaderName::from_bytes(k.as_bytes())?,
-                HeaderValue::from_str(v)?,
-            );
+            headers.insert(HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?);
         }
-        Ok(Self {
-            client,
-            url,
-            timeout: config.timeout,
-            headers,
-        })
+        Ok(Self { client, url, timeout: config.timeout, headers })
     }
 
     pub fn socket_addr(&self) -> Option<std::net::SocketAddr> {
@@ -81,10 +69,7 @@ impl HttpFunction {
     fn timed_out(&self) -> InvokeError {
         InvokeError::Function {
             error_type: TIMEOUT_ERROR.to_string(),
-            message: format!(
-                "Task timed out after {:.2} seconds",
-                self.timeout.as_secs_f64()
-            ),
+            message: format!("Task timed out after {:.2} seconds", self.timeout.as_secs_f64()),
             payload: None,
         }
     }
@@ -94,19 +79,9 @@ impl HttpFunction {
 /// errorType}` is kept as the function's own error.
 fn function_error(status: reqwest::StatusCode, body: Bytes) -> InvokeError {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-    let field = |k: &str| {
-        parsed
-            .as_ref()
-            .and_then(|v| v.get(k))
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
-    };
+    let field = |k: &str| parsed.as_ref().and_then(|v| v.get(k)).and_then(|v| v.as_str()).map(str::to_string);
     match (field("errorType"), field("errorMessage")) {
-        (Some(error_type), Some(message)) => InvokeError::Function {
-            error_type,
-            message,
-            payload: Some(body),
-        },
+        (Some(error_type), Some(message)) => InvokeError::Function { error_type, message, payload: Some(body) },
         _ => {
             let excerpt = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
             InvokeError::Function {

@@ -63,17 +63,9 @@ impl InvokeError {
     /// Lambda's `{errorMessage, errorType}` body for this error.
     pub fn error_payload(&self) -> Bytes {
         match self {
-            InvokeError::Function {
-                payload: Some(p), ..
-            } => p.clone(),
-            InvokeError::Function {
-                error_type,
-                message,
-                ..
-            } => lambda_error(error_type, message),
-            InvokeError::Throttled { .. } => {
-                lambda_error("TooManyRequestsException", "Rate Exceeded.")
-            }
+            InvokeError::Function { payload: Some(p), .. } => p.clone(),
+            InvokeError::Function { error_type, message, .. } => lambda_error(error_type, message),
+            InvokeError::Throttled { .. } => lambda_error("TooManyRequestsException", "Rate Exceeded."),
             InvokeError::Unreachable(m) => lambda_error("FunctionUnreachable", m),
         }
     }
@@ -111,15 +103,8 @@ pub enum Wait {
 }
 
 impl Function {
-    pub fn new(
-        name: &str,
-        config: &FunctionConfig,
-        client: reqwest::Client,
-    ) -> anyhow::Result<Self> {
-        let http = config
-            .http
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("functions.{name}: expected a function kind"))?;
+    pub fn new(name: &str, config: &FunctionConfig, client: reqwest::Client) -> anyhow::Result<Self> {
+        let http = config.http.as_ref().ok_or_else(|| anyhow::anyhow!("functions.{name}: expected a function kind"))?;
         Ok(Self {
             name: Arc::from(name),
             arn: function_arn(name),
@@ -137,12 +122,7 @@ impl Function {
 
     /// Invokes the function once, recording metrics. `mapping` names the
     /// caller for the log line ("invoke-api" for the Invoke API).
-    pub async fn invoke(
-        &self,
-        mapping: &str,
-        invocation: &Invocation,
-        wait: Wait,
-    ) -> Result<Bytes, InvokeError> {
+    pub async fn invoke(&self, mapping: &str, invocation: &Invocation, wait: Wait) -> Result<Bytes, InvokeError> {
         let started = Instant::now();
         let result = match self.limiter.acquire(wait).await {
             Ok(_permit) => {
@@ -254,25 +234,16 @@ mod tests {
     async fn excess_callers_wait_bounded_then_throttle() {
         let l = Arc::new(limiter(1, 1));
         let held = l.acquire(Wait::Bounded).await.unwrap();
-        assert!(matches!(
-            l.acquire(Wait::No).await,
-            Err(InvokeError::Throttled { .. })
-        ));
+        assert!(matches!(l.acquire(Wait::No).await, Err(InvokeError::Throttled { .. })));
         // One waiter is allowed; it times out after max_wait.
         let l2 = l.clone();
         let waiter = tokio::spawn(async move { l2.acquire(Wait::Bounded).await.map(|_| ()) });
         tokio::task::yield_now().await;
         assert!(
-            matches!(
-                l.acquire(Wait::Bounded).await,
-                Err(InvokeError::Throttled { .. })
-            ),
+            matches!(l.acquire(Wait::Bounded).await, Err(InvokeError::Throttled { .. })),
             "a second waiter exceeds max_waiting"
         );
-        assert!(matches!(
-            waiter.await.unwrap(),
-            Err(InvokeError::Throttled { .. })
-        ));
+        assert!(matches!(waiter.await.unwrap(), Err(InvokeError::Throttled { .. })));
         drop(held);
         assert!(l.acquire(Wait::No).await.is_ok());
     }

@@ -64,10 +64,7 @@ pub async fn supervise(spec: ProcessSpec, shutdown: CancellationToken) {
 }
 
 fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
-    let (program, args) = spec
-        .command
-        .split_first()
-        .ok_or_else(|| std::io::Error::other("empty command"))?;
+    let (program, args) = spec.command.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut command = Command::new(program);
     command
         .args(args)
@@ -119,10 +116,7 @@ async fn stop(function: &str, child: &mut Child) {
             libc::kill(pid as libc::pid_t, libc::SIGTERM);
         }
     }
-    if tokio::time::timeout(STOP_GRACE, child.wait())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
         tracing::warn!(function, "function process ignored SIGTERM; killing it");
         let _ = child.kill().await;
     }
@@ -138,11 +132,7 @@ async fn sleep_or_shutdown(duration: Duration, shutdown: &CancellationToken) -> 
 }
 
 /// Waits until `addr` accepts TCP connections, or `limit` passes.
-pub async fn wait_listening(
-    addr: SocketAddr,
-    limit: Duration,
-    shutdown: &CancellationToken,
-) -> bool {
+pub async fn wait_listening(addr: SocketAddr, limit: Duration, shutdown: &CancellationToken) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {

@@ -37,6 +37,15 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
+/// One accept in [`AsyncQueue::accepting`], until dropped.
+struct Accepting<'a>(&'a AtomicI64);
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Where a function's success or failure records go.
 enum Target {
     Http(HttpDestination),
@@ -65,24 +74,21 @@ pub struct AsyncQueue {
     /// Events in the queue, all functions; refreshed from the store by
     /// [`AsyncQueue::refresh_metrics`] so replays from the CLI are counted.
     depth: AtomicI64,
+    /// Accepts that reserved their place in `depth` and are still writing,
+    /// so a refresh from the store does not wipe their reservations.
+    accepting: AtomicI64,
     wakeups: HashMap<String, Arc<Notify>>,
 }
 
 impl AsyncQueue {
-    pub async fn new(
-        store: Store,
-        max_queued: usize,
-        functions: &[Arc<Function>],
-    ) -> Result<Self, StoreError> {
+    pub async fn new(store: Store, max_queued: usize, functions: &[Arc<Function>]) -> Result<Self, StoreError> {
         let depth: u64 = store.depths().await?.iter().map(|(_, n, _)| n).sum();
         Ok(Self {
             store,
             max_queued,
             depth: AtomicI64::new(depth as i64),
-            wakeups: functions
-                .iter()
-                .map(|f| (f.name.to_string(), Arc::new(Notify::new())))
-                .collect(),
+            accepting: AtomicI64::new(0),
+            wakeups: functions.iter().map(|f| (f.name.to_string(), Arc::new(Notify::new()))).collect(),
         })
     }
 
@@ -91,14 +97,13 @@ impl AsyncQueue {
     }
 
     /// Durably queues an event; returns its request id once it is on disk.
-    pub async fn accept(
-        &self,
-        function: &str,
-        source: &str,
-        payload: Bytes,
-    ) -> Result<String, AcceptError> {
+    pub async fn accept(&self, function: &str, source: &str, payload: Bytes) -> Result<String, AcceptError> {
         // Reserve the place before the (slow, group-committed) write, so
         // concurrent accepts cannot all pass the check and overshoot the bound.
+        // `accepting` covers the reservation until the write returned (or the
+        // request was dropped), so a refresh from the store keeps it.
+        self.accepting.fetch_add(1, Ordering::AcqRel);
+        let accepting = Accepting(&self.accepting);
         let depth = self.depth.fetch_add(1, Ordering::AcqRel).max(0) as usize;
         if depth >= self.max_queued {
             self.depth.fetch_sub(1, Ordering::AcqRel);
@@ -115,6 +120,7 @@ impl AsyncQueue {
                 enqueued_at: now_ms(),
             })
             .await;
+        drop(accepting);
         if let Err(error) = queued {
             self.depth.fetch_sub(1, Ordering::AcqRel);
             return Err(error.into());
@@ -139,27 +145,23 @@ impl AsyncQueue {
         let now = now_ms();
         if let Ok(depths) = self.store.depths().await {
             let total: u64 = depths.iter().map(|(_, n, _)| n).sum();
-            self.depth.store(total as i64, Ordering::Release);
+            let accepting = self.accepting.load(Ordering::Acquire).max(0);
+            self.depth.store(total as i64 + accepting, Ordering::Release);
             for f in functions {
                 let (n, oldest) = depths
                     .iter()
                     .find(|(name, _, _)| **name == *f.name)
                     .map(|(_, n, oldest)| (*n, (now - oldest).max(0)))
                     .unwrap_or((0, 0));
-                metrics::gauge!("switchyard_async_queue_depth", "function" => f.name.to_string())
-                    .set(n as f64);
+                metrics::gauge!("switchyard_async_queue_depth", "function" => f.name.to_string()).set(n as f64);
                 metrics::gauge!("switchyard_async_oldest_event_age_seconds", "function" => f.name.to_string())
                     .set(oldest as f64 / 1000.0);
             }
         }
         if let Ok(counts) = self.store.dead_letter_counts().await {
             for f in functions {
-                let n = counts
-                    .iter()
-                    .find(|(name, _)| **name == *f.name)
-                    .map_or(0, |(_, n)| *n);
-                metrics::gauge!("switchyard_dead_letters", "function" => f.name.to_string())
-                    .set(n as f64);
+                let n = counts.iter().find(|(name, _)| **name == *f.name).map_or(0, |(_, n)| *n);
+                metrics::gauge!("switchyard_dead_letters", "function" => f.name.to_string()).set(n as f64);
             }
         }
     }
@@ -176,12 +178,7 @@ impl AsyncQueue {
     ) -> anyhow::Result<()> {
         for function in functions.values() {
             let routes = Arc::new(Routes {
-                on_success: function
-                    .async_config
-                    .on_success
-                    .as_ref()
-                    .map(|d| target(d, client))
-                    .transpose()?,
+                on_success: function.async_config.on_success.as_ref().map(|d| target(d, client)).transpose()?,
                 on_failure: function
                     .async_config
                     .on_failure
@@ -239,13 +236,7 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => return,
             };
             let free = self.slots.available_permits() + 1;
-            let skip: Vec<i64> = self
-                .in_flight
-                .lock()
-                .expect("in-flight set")
-                .iter()
-                .copied()
-                .collect();
+            let skip: Vec<i64> = self.in_flight.lock().expect("in-flight set").iter().copied().collect();
             let now = now_ms();
             let due = match self.queue.store.due(&name, now, free + skip.len()).await {
                 Ok(due) => due,
@@ -262,9 +253,7 @@ impl Dispatcher {
             let Some(first) = fresh.next() else {
                 drop(permit);
                 let wait = match self.queue.store.next_due(&name, skip).await {
-                    Ok(Some(at)) => Duration::from_millis(
-                        (at - now).clamp(1, IDLE_POLL.as_millis() as i64) as u64,
-                    ),
+                    Ok(Some(at)) => Duration::from_millis((at - now).clamp(1, IDLE_POLL.as_millis() as i64) as u64),
                     _ => IDLE_POLL,
                 };
                 tokio::select! {
@@ -285,21 +274,18 @@ impl Dispatcher {
     }
 
     fn launch(&self, event: QueuedEvent, permit: tokio::sync::OwnedSemaphorePermit) {
-        self.in_flight
-            .lock()
-            .expect("in-flight set")
-            .insert(event.id);
-        let worker = Worker {
-            queue: self.queue.clone(),
-            function: self.function.clone(),
-            routes: self.routes.clone(),
-        };
+        self.in_flight.lock().expect("in-flight set").insert(event.id);
+        let worker = Worker { queue: self.queue.clone(), function: self.function.clone(), routes: self.routes.clone() };
         let in_flight = self.in_flight.clone();
+        let (queue, function) = (self.queue.clone(), self.function.name.clone());
         self.tracker.spawn(async move {
             let id = event.id;
             worker.handle(event).await;
             in_flight.lock().expect("in-flight set").remove(&id);
             drop(permit);
+            // The dispatcher left this event out of its wait (it was in
+            // flight); wake it so a retry runs when due, not at the idle poll.
+            queue.wake(&function);
         });
     }
 }
@@ -334,10 +320,7 @@ impl Worker {
             payload: event.payload.clone(),
             attempt: event.invokes + 1,
         };
-        let result = self
-            .function
-            .invoke(&event.source, &invocation, Wait::No)
-            .await;
+        let result = self.function.invoke(&event.source, &invocation, Wait::No).await;
         let now = now_ms();
         match result {
             Ok(response) => {
@@ -351,9 +334,7 @@ impl Worker {
                 event.last_attempt_at = Some(now);
                 note_error(&mut event, &error);
                 if event.attempts > config.max_retry_attempts {
-                    return self
-                        .fail(event, Condition::RetriesExhausted, Some(error))
-                        .await;
+                    return self.fail(event, Condition::RetriesExhausted, Some(error)).await;
                 }
                 let delay = backoff(&config.backoff, event.attempts);
                 self.retry(event, delay, "function_error").await
@@ -364,10 +345,7 @@ impl Worker {
                 event.throttles += 1;
                 note_error(&mut event, &error);
                 let mut delay = backoff(&config.backoff, event.throttles);
-                if let InvokeError::Throttled {
-                    retry_after: Some(after),
-                } = error
-                {
+                if let InvokeError::Throttled { retry_after: Some(after) } = error {
                     delay = delay.max(after);
                 }
                 self.retry(event, delay, error.error_type()).await
@@ -375,12 +353,7 @@ impl Worker {
         }
     }
 
-    async fn retry(
-        &self,
-        mut event: QueuedEvent,
-        delay: Duration,
-        reason: &'static str,
-    ) -> Result<(), StoreError> {
+    async fn retry(&self, mut event: QueuedEvent, delay: Duration, reason: &'static str) -> Result<(), StoreError> {
         metrics::counter!("switchyard_async_retries_total", "function" => self.function.name.to_string(), "reason" => reason)
             .increment(1);
         tracing::info!(
@@ -401,17 +374,10 @@ impl Worker {
             self.queue.depth.fetch_sub(1, Ordering::AcqRel);
             return Ok(());
         };
-        let record = record::build(
-            &self.function.arn,
-            &event,
-            Condition::Success,
-            Some(Ok(&response)),
-            now_ms(),
-        );
+        let record = record::build(&self.function.arn, &event, Condition::Success, Some(Ok(&response)), now_ms());
         event.phase = Phase::OnSuccess;
         event.destination_record = Some(record.clone());
-        self.deliver(event, target, Condition::Success, record)
-            .await
+        self.deliver(event, target, Condition::Success, record).await
     }
 
     async fn fail(
@@ -428,17 +394,10 @@ impl Worker {
             destination = self.routes.on_failure.kind(),
             "async event failed for good"
         );
-        let record = record::build(
-            &self.function.arn,
-            &event,
-            condition,
-            error.as_ref().map(Err),
-            now_ms(),
-        );
+        let record = record::build(&self.function.arn, &event, condition, error.as_ref().map(Err), now_ms());
         event.phase = Phase::OnFailure;
         event.destination_record = Some(record.clone());
-        self.deliver(event, &self.routes.on_failure, condition, record)
-            .await
+        self.deliver(event, &self.routes.on_failure, condition, record).await
     }
 
     /// Delivers a record stored by an earlier try whose destination failed.
@@ -473,10 +432,7 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let result = match target {
-            Target::DeadLetters => self
-                .dead_letter(&event, condition.as_str(), record, now)
-                .await
-                .map(|_| ()),
+            Target::DeadLetters => self.dead_letter(&event, condition.as_str(), record, now).await.map(|_| ()),
             Target::Function(name) => {
                 let next = NewEvent {
                     request_id: uuid::Uuid::new_v4().to_string(),
@@ -500,9 +456,7 @@ impl Worker {
                 }
                 Err(error) => {
                     self.count_delivery(target, condition, "failed");
-                    return self
-                        .destination_failed(event, condition, error.to_string())
-                        .await;
+                    return self.destination_failed(event, condition, error.to_string()).await;
                 }
             },
         };
@@ -539,8 +493,7 @@ impl Worker {
             let record = event.destination_record.clone().unwrap_or_default();
             tracing::error!(function = %self.function.name, request_id = %event.request_id, %error,
                 "destination kept failing past the event age; moving the record to the dead-letter store");
-            self.dead_letter(&event, condition.as_str(), record, now)
-                .await?;
+            self.dead_letter(&event, condition.as_str(), record, now).await?;
             self.queue.depth.fetch_sub(1, Ordering::AcqRel);
             return Ok(());
         }
@@ -608,11 +561,7 @@ fn condition_of(record: &[u8]) -> Condition {
 
 fn note_error(event: &mut QueuedEvent, error: &InvokeError) {
     let (error_type, message) = match error {
-        InvokeError::Function {
-            error_type,
-            message,
-            ..
-        } => (error_type.clone(), message.clone()),
+        InvokeError::Function { error_type, message, .. } => (error_type.clone(), message.clone()),
         other => (other.error_type().to_string(), other.to_string()),
     };
     event.error_type = Some(error_type);
@@ -622,14 +571,10 @@ fn note_error(event: &mut QueuedEvent, error: &InvokeError) {
 /// Exponential backoff with jitter: the n-th retry waits between half and all
 /// of `initial * 2^(n-1)`, capped at `max`.
 pub fn backoff(config: &BackoffConfig, n: u32) -> Duration {
-    let exp = config
-        .initial
-        .saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(30)));
+    let exp = config.initial.saturating_mul(2u32.saturating_pow(n.saturating_sub(1).min(30)));
     let full = exp.min(config.max);
     let half = full / 2;
-    half + full
-        .saturating_sub(half)
-        .mul_f64(rand::rng().random::<f64>())
+    half + full.saturating_sub(half).mul_f64(rand::rng().random::<f64>())
 }
 
 async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> bool {
@@ -645,26 +590,14 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let config = BackoffConfig {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-        };
+        let config = BackoffConfig { initial: Duration::from_secs(1), max: Duration::from_secs(10) };
         for _ in 0..50 {
             let first = backoff(&config, 1);
-            assert!(
-                first >= Duration::from_millis(500) && first <= Duration::from_secs(1),
-                "{first:?}"
-            );
+            assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1), "{first:?}");
             let third = backoff(&config, 3);
-            assert!(
-                third >= Duration::from_secs(2) && third <= Duration::from_secs(4),
-                "{third:?}"
-            );
+            assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4), "{third:?}");
             let late = backoff(&config, 40);
-            assert!(
-                late >= Duration::from_secs(5) && late <= Duration::from_secs(10),
-                "{late:?}"
-            );
+            assert!(late >= Duration::from_secs(5) && late <= Duration::from_secs(10), "{late:?}");
         }
     }
 }

@@ -27,15 +27,11 @@ impl Condition {
 
 /// JSON when it is JSON, else the text: how payloads appear in a record.
 pub fn payload_value(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 pub fn rfc3339_ms(ms: i64) -> String {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default().to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 pub fn build(
@@ -59,10 +55,7 @@ pub fn build(
     let obj = record.as_object_mut().expect("built as an object");
     match outcome {
         Some(Ok(body)) => {
-            obj.insert(
-                "responseContext".into(),
-                json!({"statusCode": 200, "executedVersion": "$LATEST"}),
-            );
+            obj.insert("responseContext".into(), json!({"statusCode": 200, "executedVersion": "$LATEST"}));
             obj.insert("responsePayload".into(), payload_value(body));
         }
         Some(Err(error)) => {
@@ -70,10 +63,7 @@ pub fn build(
                 "responseContext".into(),
                 json!({"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"}),
             );
-            obj.insert(
-                "responsePayload".into(),
-                payload_value(&error.error_payload()),
-            );
+            obj.insert("responsePayload".into(), payload_value(&error.error_payload()));
         }
         None => {}
     }
@@ -105,11 +95,7 @@ mod tests {
             first_attempt_at: None,
             last_attempt_at: None,
         };
-        let error = InvokeError::Function {
-            error_type: "HttpError".into(),
-            message: "boom".into(),
-            payload: None,
-        };
+        let error = InvokeError::Function { error_type: "HttpError".into(), message: "boom".into(), payload: None };
         let record: Value = serde_json::from_slice(&build(
             "arn:aws:lambda:us-east-1:000000000000:function:hello",
             &event,

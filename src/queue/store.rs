@@ -167,21 +167,13 @@ impl Store {
     /// Opens (creating) `dir/switchyard.db` and starts its writer thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join("switchyard.db");
-        let error = |message: String| StoreError {
-            path: path.display().to_string(),
-            message,
-        };
-        std::fs::create_dir_all(dir)
-            .map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
+        let error = |message: String| StoreError { path: path.display().to_string(), message };
+        std::fs::create_dir_all(dir).map_err(|e| error(format!("cannot create {}: {e}", dir.display())))?;
         let conn = Connection::open(&path).map_err(|e| error(e.to_string()))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| error(e.to_string()))?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| error(e.to_string()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|e| error(e.to_string()))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(|e| error(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| error(e.to_string()))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(|e| error(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| error(e.to_string()))?;
+        conn.execute_batch(SCHEMA).map_err(|e| error(e.to_string()))?;
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         std::thread::Builder::new()
             .name("switchyard-store".into())
@@ -208,17 +200,9 @@ impl Store {
                 let _ = tx.send(result);
             })
         });
-        let closed = || StoreError {
-            path: path.clone(),
-            message: "the writer thread has stopped".into(),
-        };
+        let closed = || StoreError { path: path.clone(), message: "the writer thread has stopped".into() };
         self.jobs.send(job).await.map_err(|_| closed())?;
-        rx.await
-            .map_err(|_| closed())?
-            .map_err(|message| StoreError {
-                path: path.clone(),
-                message,
-            })
+        rx.await.map_err(|_| closed())?.map_err(|message| StoreError { path: path.clone(), message })
     }
 
     pub async fn enqueue(&self, event: NewEvent) -> Result<i64, StoreError> {
@@ -226,12 +210,7 @@ impl Store {
     }
 
     /// Events of `function` due at `now`, oldest due first.
-    pub async fn due(
-        &self,
-        function: &str,
-        now: i64,
-        limit: usize,
-    ) -> Result<Vec<QueuedEvent>, StoreError> {
+    pub async fn due(&self, function: &str, now: i64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let function = function.to_string();
         self.call(move |c| {
             let mut stmt = c.prepare_cached(&format!(
@@ -244,11 +223,7 @@ impl Store {
     }
 
     /// The earliest `due_at` of `function`'s events other than `skip`.
-    pub async fn next_due(
-        &self,
-        function: &str,
-        skip: Vec<i64>,
-    ) -> Result<Option<i64>, StoreError> {
+    pub async fn next_due(&self, function: &str, skip: Vec<i64>) -> Result<Option<i64>, StoreError> {
         let function = function.to_string();
         self.call(move |c| {
             let mut stmt = c.prepare_cached(
@@ -269,11 +244,7 @@ impl Store {
     }
 
     pub async fn delete(&self, id: i64) -> Result<(), StoreError> {
-        self.call(move |c| {
-            c.execute("DELETE FROM async_events WHERE id = ?1", [id])
-                .map(|_| ())
-        })
-        .await
+        self.call(move |c| c.execute("DELETE FROM async_events WHERE id = ?1", [id]).map(|_| ())).await
     }
 
     /// Writes back an event's retry state.
@@ -342,12 +313,9 @@ impl Store {
     /// Per function: queued events and the oldest `enqueued_at`.
     pub async fn depths(&self) -> Result<Vec<(String, u64, i64)>, StoreError> {
         self.call(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT function, COUNT(*), MIN(enqueued_at) FROM async_events GROUP BY function",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
-            })?;
+            let mut stmt =
+                c.prepare_cached("SELECT function, COUNT(*), MIN(enqueued_at) FROM async_events GROUP BY function")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
             rows.collect()
         })
         .await
@@ -356,19 +324,14 @@ impl Store {
     /// Per function: dead-letter entries.
     pub async fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.call(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT function, COUNT(*) FROM dead_letters GROUP BY function")?;
+            let mut stmt = c.prepare_cached("SELECT function, COUNT(*) FROM dead_letters GROUP BY function")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.collect()
         })
         .await
     }
 
-    pub async fn dlq_list(
-        &self,
-        function: Option<String>,
-        limit: usize,
-    ) -> Result<Vec<DeadLetter>, StoreError> {
+    pub async fn dlq_list(&self, function: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE ?1 IS NULL OR function = ?1 ORDER BY id LIMIT ?2"
@@ -381,12 +344,8 @@ impl Store {
 
     pub async fn dlq_get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
         self.call(move |c| {
-            c.query_row(
-                &format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1"),
-                [id],
-                dead_letter_row,
-            )
-            .optional()
+            c.query_row(&format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1"), [id], dead_letter_row)
+                .optional()
         })
         .await
     }
@@ -438,19 +397,15 @@ impl Selection {
             Selection::Ids(ids) => {
                 let mut found = Vec::new();
                 for id in ids {
-                    let exists: Option<i64> = c
-                        .query_row("SELECT id FROM dead_letters WHERE id = ?1", [id], |r| {
-                            r.get(0)
-                        })
-                        .optional()?;
+                    let exists: Option<i64> =
+                        c.query_row("SELECT id FROM dead_letters WHERE id = ?1", [id], |r| r.get(0)).optional()?;
                     found.extend(exists);
                 }
                 Ok(found)
             }
             Selection::All { function } => {
-                let mut stmt = c.prepare_cached(
-                    "SELECT id FROM dead_letters WHERE ?1 IS NULL OR function = ?1 ORDER BY id",
-                )?;
+                let mut stmt =
+                    c.prepare_cached("SELECT id FROM dead_letters WHERE ?1 IS NULL OR function = ?1 ORDER BY id")?;
                 let rows = stmt.query_map([function], |r| r.get(0))?;
                 rows.collect()
             }
@@ -508,10 +463,7 @@ fn dead_letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
 
 /// Each job runs in its own savepoint, so a failing job leaves no half-done
 /// writes in the group and does not fail its neighbours.
-fn in_savepoint<T>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
     conn.execute_batch("SAVEPOINT job")?;
     match f(conn) {
         Ok(v) => {
@@ -556,10 +508,7 @@ fn writer(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -594,11 +543,7 @@ mod tests {
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(
-            store.due("f", 99, 10).await.unwrap().len(),
-            1,
-            "only the event due at 20"
-        );
+        assert_eq!(store.due("f", 99, 10).await.unwrap().len(), 1, "only the event due at 20");
         let both = store.due("f", 100, 10).await.unwrap();
         assert_eq!(both.len(), 2);
         assert_eq!(both[1].attempts, 1);
@@ -637,20 +582,11 @@ mod tests {
         let listed = store.dlq_list(Some("f".into()), 10).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].error_message.as_deref(), Some("boom"));
-        assert_eq!(
-            store
-                .dlq_replay(Selection::Ids(vec![dl, 999]), 50)
-                .await
-                .unwrap(),
-            vec![dl]
-        );
+        assert_eq!(store.dlq_replay(Selection::Ids(vec![dl, 999]), 50).await.unwrap(), vec![dl]);
         assert!(store.dlq_get(dl).await.unwrap().is_none());
         let requeued = store.due("f", 50, 10).await.unwrap();
         assert_eq!(requeued.len(), 1);
-        assert_eq!(
-            requeued[0].request_id, "r-10",
-            "replay keeps the request id"
-        );
+        assert_eq!(requeued[0].request_id, "r-10", "replay keeps the request id");
         assert_eq!(requeued[0].attempts, 0);
     }
 

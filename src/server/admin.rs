@@ -18,26 +18,17 @@ pub async fn healthz() -> Response {
 
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.draining() {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "shutting down" }),
-        )
+        json(StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "shutting down" }))
     } else if app.ready.load(Ordering::Acquire) {
         json(StatusCode::OK, json!({ "status": "ready" }))
     } else {
-        json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "status": "starting" }),
-        )
+        json(StatusCode::SERVICE_UNAVAILABLE, json!({ "status": "starting" }))
     }
 }
 
 pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     let mut response = app.metrics.render().into_response();
-    response.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response.headers_mut().insert("content-type", HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }
 
@@ -84,31 +75,15 @@ pub fn dead_letter_json(d: &DeadLetter) -> Value {
 }
 
 fn store_error(error: impl std::fmt::Display) -> Response {
-    json(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        json!({ "message": error.to_string() }),
-    )
+    json(StatusCode::INTERNAL_SERVER_ERROR, json!({ "message": error.to_string() }))
 }
 
-pub async fn dlq_list(
-    State(app): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let limit = q
-        .get("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100usize)
-        .min(10_000);
-    match app
-        .queue
-        .store()
-        .dlq_list(q.get("function").cloned(), limit)
-        .await
-    {
-        Ok(list) => json(
-            StatusCode::OK,
-            json!({ "deadLetters": list.iter().map(dead_letter_json).collect::<Vec<_>>() }),
-        ),
+pub async fn dlq_list(State(app): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
+    match app.queue.store().dlq_list(q.get("function").cloned(), limit).await {
+        Ok(list) => {
+            json(StatusCode::OK, json!({ "deadLetters": list.iter().map(dead_letter_json).collect::<Vec<_>>() }))
+        }
         Err(e) => store_error(e),
     }
 }
@@ -117,11 +92,7 @@ pub async fn dlq_show(State(app): State<Arc<AppState>>, Path(id): Path<i64>) -> 
     match app.queue.store().dlq_get(id).await {
         Ok(Some(d)) => {
             let mut v = dead_letter_json(&d);
-            v["record"] = d
-                .record
-                .as_deref()
-                .map(record::payload_value)
-                .unwrap_or(Value::Null);
+            v["record"] = d.record.as_deref().map(record::payload_value).unwrap_or(Value::Null);
             json(StatusCode::OK, v)
         }
         Ok(None) => not_found(id),
@@ -130,19 +101,11 @@ pub async fn dlq_show(State(app): State<Arc<AppState>>, Path(id): Path<i64>) -> 
 }
 
 fn not_found(id: i64) -> Response {
-    json(
-        StatusCode::NOT_FOUND,
-        json!({ "message": format!("no dead letter with id {id}") }),
-    )
+    json(StatusCode::NOT_FOUND, json!({ "message": format!("no dead letter with id {id}") }))
 }
 
 pub async fn dlq_replay(State(app): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
-    match app
-        .queue
-        .store()
-        .dlq_replay(Selection::Ids(vec![id]), now_ms())
-        .await
-    {
+    match app.queue.store().dlq_replay(Selection::Ids(vec![id]), now_ms()).await {
         Ok(ids) if ids.is_empty() => not_found(id),
         Ok(ids) => {
             app.queue.wake_all();
@@ -152,13 +115,8 @@ pub async fn dlq_replay(State(app): State<Arc<AppState>>, Path(id): Path<i64>) -
     }
 }
 
-pub async fn dlq_replay_all(
-    State(app): State<Arc<AppState>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let selection = Selection::All {
-        function: q.get("function").cloned(),
-    };
+pub async fn dlq_replay_all(State(app): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let selection = Selection::All { function: q.get("function").cloned() };
     match app.queue.store().dlq_replay(selection, now_ms()).await {
         Ok(ids) => {
             app.queue.wake_all();

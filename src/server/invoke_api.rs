@@ -54,24 +54,14 @@ pub async fn invoke(
         return aws_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
-            &format!(
-                "Function not found: {}:{q} (only $LATEST exists)",
-                function_arn(&name)
-            ),
+            &format!("Function not found: {}:{q} (only $LATEST exists)", function_arn(&name)),
         );
     }
     if app.draining() {
-        return aws_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceException",
-            "Switchyard is shutting down",
-        );
+        return aws_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceException", "Switchyard is shutting down");
     }
-    let invocation_type = headers
-        .get("x-amz-invocation-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("RequestResponse")
-        .to_string();
+    let invocation_type =
+        headers.get("x-amz-invocation-type").and_then(|v| v.to_str().ok()).unwrap_or("RequestResponse").to_string();
     let limit = match invocation_type.as_str() {
         "RequestResponse" | "DryRun" => SYNC_PAYLOAD_LIMIT,
         "Event" => ASYNC_PAYLOAD_LIMIT,
@@ -79,9 +69,7 @@ pub async fn invoke(
             return aws_error(
                 StatusCode::BAD_REQUEST,
                 "InvalidParameterValueException",
-                &format!(
-                    "X-Amz-Invocation-Type {other:?}: expected one of RequestResponse, Event, DryRun"
-                ),
+                &format!("X-Amz-Invocation-Type {other:?}: expected one of RequestResponse, Event, DryRun"),
             );
         }
     };
@@ -117,31 +105,16 @@ pub async fn invoke(
             ),
             Err(error) => {
                 tracing::error!(function = %name, %error, "cannot queue async invocation");
-                aws_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "ServiceException",
-                    "the event was not queued",
-                )
+                aws_error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "the event was not queued")
             }
         },
         _ => {
             let request_id = uuid::Uuid::new_v4().to_string();
-            let invocation = Invocation {
-                request_id: request_id.clone(),
-                payload,
-                attempt: 1,
-            };
-            let response = match function
-                .invoke("invoke-api", &invocation, Wait::Bounded)
-                .await
-            {
+            let invocation = Invocation { request_id: request_id.clone(), payload, attempt: 1 };
+            let response = match function.invoke("invoke-api", &invocation, Wait::Bounded).await {
                 Ok(result) => result_response(result, None),
                 Err(InvokeError::Throttled { .. }) => {
-                    return aws_error(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TooManyRequestsException",
-                        "Rate Exceeded.",
-                    );
+                    return aws_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.");
                 }
                 Err(error) => result_response(error.error_payload(), Some("Unhandled")),
             };
@@ -154,10 +127,7 @@ fn result_response(body: Bytes, function_error: Option<&'static str>) -> Respons
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert("content-type", HeaderValue::from_static("application/json"));
-    headers.insert(
-        "x-amz-executed-version",
-        HeaderValue::from_static("$LATEST"),
-    );
+    headers.insert("x-amz-executed-version", HeaderValue::from_static("$LATEST"));
     if let Some(e) = function_error {
         headers.insert("x-amz-function-error", HeaderValue::from_static(e));
     }
@@ -179,13 +149,7 @@ mod tests {
     fn accepts_names_and_arns() {
         assert_eq!(function_name("hello"), "hello");
         assert_eq!(function_name("function:hello"), "hello");
-        assert_eq!(
-            function_name("arn:aws:lambda:us-east-1:000000000000:function:hello"),
-            "hello"
-        );
-        assert_eq!(
-            function_name("arn:aws:lambda:us-east-1:000000000000:function:hello:$LATEST"),
-            "hello"
-        );
+        assert_eq!(function_name("arn:aws:lambda:us-east-1:000000000000:function:hello"), "hello");
+        assert_eq!(function_name("arn:aws:lambda:us-east-1:000000000000:function:hello:$LATEST"), "hello");
     }
 }

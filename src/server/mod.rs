@@ -109,15 +109,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/mappings", get(admin::mappings))
         .route("/v1/dlq", get(admin::dlq_list))
         .route("/v1/dlq/replay", post(admin::dlq_replay_all))
-        .route(
-            "/v1/dlq/{id}",
-            get(admin::dlq_show).delete(admin::dlq_purge),
-        )
+        .route("/v1/dlq/{id}", get(admin::dlq_show).delete(admin::dlq_purge))
         .route("/v1/dlq/{id}/replay", post(admin::dlq_replay))
-        .route(
-            "/2015-03-31/functions/{name}/invocations",
-            post(invoke_api::invoke),
-        )
+        .route("/2015-03-31/functions/{name}/invocations", post(invoke_api::invoke))
         .fallback(webhook::handle)
         .with_state(state)
 }
@@ -125,19 +119,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// A JSON response with a status.
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
     let mut response = (status, value.to_string()).into_response();
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
 /// Reads a body up to `limit` bytes; `Err` is the response to send.
-async fn read_body(
-    body: Body,
-    limit: usize,
-    too_large: impl FnOnce() -> Response,
-) -> Result<bytes::Bytes, Response> {
+async fn read_body(body: Body, limit: usize, too_large: impl FnOnce() -> Response) -> Result<bytes::Bytes, Response> {
     match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes),
         Err(error) => {

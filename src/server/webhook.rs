@@ -36,17 +36,9 @@ pub async fn handle(
     response
 }
 
-async fn serve(
-    app: &Arc<AppState>,
-    route: &super::WebhookRoute,
-    peer: SocketAddr,
-    request: Request,
-) -> Response {
+async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAddr, request: Request) -> Response {
     if app.draining() {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({ "message": "Service Unavailable: shutting down" }),
-        );
+        return json(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "Service Unavailable: shutting down" }));
     }
     let method = request.method().as_str().to_string();
     if let Some(methods) = &route.methods
@@ -90,11 +82,7 @@ async fn serve(
     });
     let payload = Bytes::from(event.to_string());
     match route.mode {
-        WebhookMode::Async => match app
-            .queue
-            .accept(&route.function.name, &route.mapping, payload)
-            .await
-        {
+        WebhookMode::Async => match app.queue.accept(&route.function.name, &route.mapping, payload).await {
             Ok(request_id) => {
                 let mut response = json(StatusCode::ACCEPTED, json!({ "requestId": request_id }));
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -107,8 +95,7 @@ async fn serve(
                     StatusCode::TOO_MANY_REQUESTS,
                     json!({ "message": "Too Many Requests: the async queue is full" }),
                 );
-                r.headers_mut()
-                    .insert("retry-after", HeaderValue::from_static("1"));
+                r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
                 r
             }
             Err(error) => {
@@ -120,16 +107,8 @@ async fn serve(
             }
         },
         WebhookMode::Sync => {
-            let invocation = Invocation {
-                request_id,
-                payload,
-                attempt: 1,
-            };
-            match route
-                .function
-                .invoke(&route.mapping, &invocation, Wait::Bounded)
-                .await
-            {
+            let invocation = Invocation { request_id, payload, attempt: 1 };
+            match route.function.invoke(&route.mapping, &invocation, Wait::Bounded).await {
                 Ok(result) => match apigw::response(&result) {
                     Ok(r) => {
                         let mut response = (r.status, r.body).into_response();
@@ -144,23 +123,16 @@ async fn serve(
                         )
                     }
                 },
-                Err(InvokeError::Throttled { .. }) => json(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    json!({ "message": "Too Many Requests" }),
-                ),
+                Err(InvokeError::Throttled { .. }) => {
+                    json(StatusCode::TOO_MANY_REQUESTS, json!({ "message": "Too Many Requests" }))
+                }
                 Err(InvokeError::Function { error_type, .. }) if error_type == TIMEOUT_ERROR => {
-                    json(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        json!({ "message": "Gateway Timeout" }),
-                    )
+                    json(StatusCode::GATEWAY_TIMEOUT, json!({ "message": "Gateway Timeout" }))
                 }
-                Err(InvokeError::Function { .. }) => json(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "message": "Internal Server Error" }),
-                ),
-                Err(InvokeError::Unreachable(_)) => {
-                    json(StatusCode::BAD_GATEWAY, json!({ "message": "Bad Gateway" }))
+                Err(InvokeError::Function { .. }) => {
+                    json(StatusCode::INTERNAL_SERVER_ERROR, json!({ "message": "Internal Server Error" }))
                 }
+                Err(InvokeError::Unreachable(_)) => json(StatusCode::BAD_GATEWAY, json!({ "message": "Bad Gateway" })),
             }
         }
     }

@@ -275,12 +275,7 @@ impl Drop for Switchyard {
 
 /// `switchyard ARGS --config CONFIG`.
 pub fn cli(args: &[&str], config: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .expect("cannot run switchyard")
+    Command::new(BIN).args(args).arg("--config").arg(config).output().expect("cannot run switchyard")
 }
 
 pub fn client() -> reqwest::Client {

@@ -29,20 +29,10 @@ pub fn event(req: &Request<'_>) -> Value {
     let mut headers = Map::new();
     let mut cookies = Vec::new();
     for name in req.headers.keys() {
-        let values: Vec<&str> = req
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+        let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
         if name == http::header::COOKIE {
             // HTTP API moves cookies out of the headers into their own list.
-            cookies.extend(
-                values
-                    .iter()
-                    .flat_map(|v| v.split(';'))
-                    .map(|c| c.trim().to_string()),
-            );
+            cookies.extend(values.iter().flat_map(|v| v.split(';')).map(|c| c.trim().to_string()));
             continue;
         }
         // Header names arrive lower-cased from `http`; repeated headers are
@@ -173,28 +163,14 @@ pub fn response(result: &[u8]) -> Result<Response, String> {
         Ok(v) => v,
         Err(_) => {
             let mut headers = HeaderMap::new();
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            return Ok(Response {
-                status: StatusCode::OK,
-                headers,
-                body: Bytes::copy_from_slice(result),
-            });
+            headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            return Ok(Response { status: StatusCode::OK, headers, body: Bytes::copy_from_slice(result) });
         }
     };
     let Some(status) = value.get("statusCode") else {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        return Ok(Response {
-            status: StatusCode::OK,
-            headers,
-            body: Bytes::copy_from_slice(result),
-        });
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(Response { status: StatusCode::OK, headers, body: Bytes::copy_from_slice(result) });
     };
     let status = status
         .as_u64()
@@ -210,33 +186,25 @@ pub fn response(result: &[u8]) -> Result<Response, String> {
             };
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("headers: invalid header name {name:?}"))?;
-            let v = HeaderValue::from_str(&text)
-                .map_err(|_| format!("headers.{name}: invalid header value"))?;
+            let v = HeaderValue::from_str(&text).map_err(|_| format!("headers.{name}: invalid header value"))?;
             headers.append(name, v);
         }
     }
     if let Some(list) = value.get("cookies").and_then(Value::as_array) {
         for cookie in list.iter().filter_map(Value::as_str) {
-            let v = HeaderValue::from_str(cookie)
-                .map_err(|_| "cookies: invalid cookie value".to_string())?;
+            let v = HeaderValue::from_str(cookie).map_err(|_| "cookies: invalid cookie value".to_string())?;
             headers.append(http::header::SET_COOKIE, v);
         }
     }
     let body = match value.get("body") {
         None | Some(Value::Null) => Bytes::new(),
-        Some(Value::String(s)) if value.get("isBase64Encoded") == Some(&Value::Bool(true)) => {
-            Bytes::from(BASE64.decode(s).map_err(|e| {
-                format!("body: isBase64Encoded is true but body is not base64: {e}")
-            })?)
-        }
+        Some(Value::String(s)) if value.get("isBase64Encoded") == Some(&Value::Bool(true)) => Bytes::from(
+            BASE64.decode(s).map_err(|e| format!("body: isBase64Encoded is true but body is not base64: {e}"))?,
+        ),
         Some(Value::String(s)) => Bytes::from(s.clone()),
         Some(other) => Bytes::from(other.to_string()),
     };
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
+    Ok(Response { status, headers, body })
 }
 
 #[cfg(test)]
@@ -296,10 +264,7 @@ mod tests {
 
     #[test]
     fn proxy_result_becomes_response() {
-        let r = response(
-            br#"{"statusCode":201,"headers":{"x-a":"1"},"cookies":["c=1"],"body":"made"}"#,
-        )
-        .unwrap();
+        let r = response(br#"{"statusCode":201,"headers":{"x-a":"1"},"cookies":["c=1"],"body":"made"}"#).unwrap();
         assert_eq!(r.status, StatusCode::CREATED);
         assert_eq!(r.headers["x-a"], "1");
         assert_eq!(r.headers["set-cookie"], "c=1");

@@ -31,35 +31,21 @@ pub struct HttpDestination {
 }
 
 impl HttpDestination {
-    pub fn new(
-        client: reqwest::Client,
-        config: &HttpDestinationConfig,
-    ) -> Result<Self, ConnectorError> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| {
-            ConnectorError::Config(format!("url: {e}: expected an absolute http(s) URL"))
-        })?;
+    pub fn new(client: reqwest::Client, config: &HttpDestinationConfig) -> Result<Self, ConnectorError> {
+        let url = reqwest::Url::parse(&config.url)
+            .map_err(|e| ConnectorError::Config(format!("url: {e}: expected an absolute http(s) URL")))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConnectorError::Config(format!(
-                "url: scheme {:?}: expected http or https",
-                url.scheme()
-            )));
+            return Err(ConnectorError::Config(format!("url: scheme {:?}: expected http or https", url.scheme())));
         }
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &config.headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                ConnectorError::Config(format!("headers: {name:?} is not a valid header name"))
-            })?;
-            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-                ConnectorError::Config(format!("headers.{name}: not a valid header value"))
-            })?;
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| ConnectorError::Config(format!("headers: {name:?} is not a valid header name")))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| ConnectorError::Config(format!("headers.{name}: not a valid header value")))?;
             headers.insert(name, value);
         }
-        Ok(Self {
-            client,
-            url,
-            timeout: config.timeout,
-            headers,
-        })
+        Ok(Self { client, url, timeout: config.timeout, headers })
     }
 }
 

@@ -2,9 +2,7 @@
 /// was expected, so it can be shown to whoever wrote the configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error(
-        "expected rate(N unit) or cron(minutes hours day-of-month month day-of-week year), got {0:?}"
-    )]
+    #[error("expected rate(N unit) or cron(minutes hours day-of-month month day-of-week year), got {0:?}")]
     UnknownForm(String),
 
     #[error(
@@ -16,17 +14,10 @@ pub enum ScheduleError {
     RateValue(String),
 
     #[error("rate(1 {unit}) must use the singular unit: rate(1 {expected})")]
-    RateNeedsSingular {
-        unit: String,
-        expected: &'static str,
-    },
+    RateNeedsSingular { unit: String, expected: &'static str },
 
     #[error("rate({value} {unit}) must use the plural unit: rate({value} {expected})")]
-    RateNeedsPlural {
-        value: u64,
-        unit: String,
-        expected: &'static str,
-    },
+    RateNeedsPlural { value: u64, unit: String, expected: &'static str },
 
     #[error("rate({value} {unit}) is longer than the longest period supported")]
     RateTooLong { value: u64, unit: String },
@@ -34,20 +25,14 @@ pub enum ScheduleError {
     #[error("cron() takes 6 fields (minutes hours day-of-month month day-of-week year), got {0}")]
     CronFieldCount(usize),
 
-    #[error(
-        "day-of-month or day-of-week must be ? (a value or * in one of them needs ? in the other)"
-    )]
+    #[error("day-of-month or day-of-week must be ? (a value or * in one of them needs ? in the other)")]
     BothDaysSet,
 
     #[error("only one of day-of-month and day-of-week may be ?; put a value or * in the other")]
     BothDaysAny,
 
     #[error("invalid {field} field {text:?}: expected {expected}")]
-    CronField {
-        field: &'static str,
-        text: String,
-        expected: String,
-    },
+    CronField { field: &'static str, text: String, expected: String },
 
     #[error("unknown time zone {0:?} (expected an IANA name such as America/New_York)")]
     UnknownTimeZone(String),

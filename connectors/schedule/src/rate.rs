@@ -12,12 +12,8 @@ pub(crate) struct Rate {
 }
 
 /// (singular, plural, seconds)
-const UNITS: [(&str, &str, u64); 4] = [
-    ("second", "seconds", 1),
-    ("minute", "minutes", 60),
-    ("hour", "hours", 3_600),
-    ("day", "days", 86_400),
-];
+const UNITS: [(&str, &str, u64); 4] =
+    [("second", "seconds", 1), ("minute", "minutes", 60), ("hour", "hours", 3_600), ("day", "days", 86_400)];
 
 impl Rate {
     /// Parses what is between `rate(` and `)`.
@@ -27,9 +23,8 @@ impl Rate {
         let [value, unit] = parts[..] else {
             return Err(syntax());
         };
-        let Some(&(singular, plural, seconds)) = UNITS
-            .iter()
-            .find(|(singular, plural, _)| unit == *singular || unit == *plural)
+        let Some(&(singular, plural, seconds)) =
+            UNITS.iter().find(|(singular, plural, _)| unit == *singular || unit == *plural)
         else {
             return Err(syntax());
         };
@@ -39,26 +34,16 @@ impl Rate {
             _ => return Err(ScheduleError::RateValue(value.to_string())),
         };
         if n == 1 && unit != singular {
-            return Err(ScheduleError::RateNeedsSingular {
-                unit: unit.to_string(),
-                expected: singular,
-            });
+            return Err(ScheduleError::RateNeedsSingular { unit: unit.to_string(), expected: singular });
         }
         if n > 1 && unit != plural {
-            return Err(ScheduleError::RateNeedsPlural {
-                value: n,
-                unit: unit.to_string(),
-                expected: plural,
-            });
+            return Err(ScheduleError::RateNeedsPlural { value: n, unit: unit.to_string(), expected: plural });
         }
         let period = n
             .checked_mul(seconds)
             .and_then(|s| i64::try_from(s).ok())
             .and_then(TimeDelta::try_seconds)
-            .ok_or_else(|| ScheduleError::RateTooLong {
-                value: n,
-                unit: unit.to_string(),
-            })?;
+            .ok_or_else(|| ScheduleError::RateTooLong { value: n, unit: unit.to_string() })?;
         Ok(Rate { period })
     }
 
@@ -90,9 +75,7 @@ mod tests {
     }
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
     }
 
     #[test]
@@ -111,82 +94,45 @@ mod tests {
     fn singular_for_one_plural_for_more() {
         assert_eq!(
             Rate::parse("1 minutes"),
-            Err(ScheduleError::RateNeedsSingular {
-                unit: "minutes".into(),
-                expected: "minute"
-            })
+            Err(ScheduleError::RateNeedsSingular { unit: "minutes".into(), expected: "minute" })
         );
         assert_eq!(
             Rate::parse("5 hour"),
-            Err(ScheduleError::RateNeedsPlural {
-                value: 5,
-                unit: "hour".into(),
-                expected: "hours"
-            })
+            Err(ScheduleError::RateNeedsPlural { value: 5, unit: "hour".into(), expected: "hours" })
         );
         assert_eq!(
             Rate::parse("1 days").unwrap_err().to_string(),
             "rate(1 days) must use the singular unit: rate(1 day)"
         );
-        assert_eq!(
-            Rate::parse("2 day").unwrap_err().to_string(),
-            "rate(2 day) must use the plural unit: rate(2 days)"
-        );
+        assert_eq!(Rate::parse("2 day").unwrap_err().to_string(), "rate(2 day) must use the plural unit: rate(2 days)");
     }
 
     #[test]
     fn refuses_bad_values_and_units() {
-        for text in [
-            "0 minutes",
-            "-1 minute",
-            "+2 minutes",
-            "1.5 hours",
-            "x minutes",
-        ] {
-            assert!(
-                matches!(Rate::parse(text), Err(ScheduleError::RateValue(_))),
-                "{text}"
-            );
+        for text in ["0 minutes", "-1 minute", "+2 minutes", "1.5 hours", "x minutes"] {
+            assert!(matches!(Rate::parse(text), Err(ScheduleError::RateValue(_))), "{text}");
         }
         for text in ["5 weeks", "5", "", "5 minutes please", "5 MINUTES"] {
-            assert!(
-                matches!(Rate::parse(text), Err(ScheduleError::RateSyntax(_))),
-                "{text}"
-            );
+            assert!(matches!(Rate::parse(text), Err(ScheduleError::RateSyntax(_))), "{text}");
         }
         assert_eq!(
             Rate::parse("5 weeks").unwrap_err().to_string(),
             "expected rate(N unit) with unit one of minute, minutes, hour, hours, day, days, \
              second, seconds, got \"rate(5 weeks)\""
         );
-        assert!(matches!(
-            Rate::parse("18446744073709551615 days"),
-            Err(ScheduleError::RateTooLong { .. })
-        ));
+        assert!(matches!(Rate::parse("18446744073709551615 days"), Err(ScheduleError::RateTooLong { .. })));
     }
 
     #[test]
     fn ticks_count_from_the_start_and_skip_missed_ones() {
         let rate = Rate::parse("5 minutes").unwrap();
         let start = utc("2026-11-26T10:00:00.250Z");
-        assert_eq!(
-            rate.next_after(start, start),
-            Some(utc("2026-11-26T10:05:00.250Z"))
-        );
+        assert_eq!(rate.next_after(start, start), Some(utc("2026-11-26T10:05:00.250Z")));
         // Asked exactly at a tick, the next one follows.
-        assert_eq!(
-            rate.next_after(start, utc("2026-11-26T10:05:00.250Z")),
-            Some(utc("2026-11-26T10:10:00.250Z"))
-        );
+        assert_eq!(rate.next_after(start, utc("2026-11-26T10:05:00.250Z")), Some(utc("2026-11-26T10:10:00.250Z")));
         // Slow by 17 minutes: the ticks at 10:05, 10:10 and 10:15 are gone.
-        assert_eq!(
-            rate.next_after(start, utc("2026-11-26T10:17:00Z")),
-            Some(utc("2026-11-26T10:20:00.250Z"))
-        );
+        assert_eq!(rate.next_after(start, utc("2026-11-26T10:17:00Z")), Some(utc("2026-11-26T10:20:00.250Z")));
         // Before the start, the first tick is still one period in.
-        assert_eq!(
-            rate.next_after(start, utc("2026-11-26T09:00:00Z")),
-            Some(utc("2026-11-26T10:05:00.250Z"))
-        );
+        assert_eq!(rate.next_after(start, utc("2026-11-26T09:00:00Z")), Some(utc("2026-11-26T10:05:00.250Z")));
     }
 }

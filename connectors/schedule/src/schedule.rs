@@ -27,16 +27,10 @@ impl Schedule {
     pub fn parse(expression: &str, timezone: Option<&str>) -> Result<Schedule, ScheduleError> {
         let timezone = match timezone {
             None => Tz::UTC,
-            Some(name) => name
-                .parse::<Tz>()
-                .map_err(|_| ScheduleError::UnknownTimeZone(name.to_string()))?,
+            Some(name) => name.parse::<Tz>().map_err(|_| ScheduleError::UnknownTimeZone(name.to_string()))?,
         };
         let expression = expression.trim();
-        let inner = |prefix: &str| {
-            expression
-                .strip_prefix(prefix)
-                .and_then(|rest| rest.strip_suffix(')'))
-        };
+        let inner = |prefix: &str| expression.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(')'));
         let kind = if let Some(inner) = inner("rate(") {
             Kind::Rate(Rate::parse(inner)?)
         } else if let Some(inner) = inner("cron(") {
@@ -44,11 +38,7 @@ impl Schedule {
         } else {
             return Err(ScheduleError::UnknownForm(expression.to_string()));
         };
-        Ok(Schedule {
-            kind,
-            timezone,
-            start: None,
-        })
+        Ok(Schedule { kind, timezone, start: None })
     }
 
     /// Anchors a rate at `start`: it ticks at `start + period`, then every
@@ -78,9 +68,7 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
     }
 
     #[test]
@@ -98,18 +86,11 @@ mod tests {
     #[test]
     fn a_started_rate_keeps_its_phase() {
         let start = utc("2026-11-26T10:00:00Z");
-        let rate = Schedule::parse("rate(1 hour)", Some("Europe/Paris"))
-            .unwrap()
-            .started_at(start);
+        let rate = Schedule::parse("rate(1 hour)", Some("Europe/Paris")).unwrap().started_at(start);
         assert_eq!(rate.next_after(start), Some(utc("2026-11-26T11:00:00Z")));
-        assert_eq!(
-            rate.next_after(utc("2026-11-26T13:30:00Z")),
-            Some(utc("2026-11-26T14:00:00Z"))
-        );
+        assert_eq!(rate.next_after(utc("2026-11-26T13:30:00Z")), Some(utc("2026-11-26T14:00:00Z")));
         // started_at does not move a cron schedule.
-        let cron = Schedule::parse("cron(0 12 * * ? *)", None)
-            .unwrap()
-            .started_at(start);
+        let cron = Schedule::parse("cron(0 12 * * ? *)", None).unwrap().started_at(start);
         assert_eq!(cron.next_after(start), Some(utc("2026-11-26T12:00:00Z")));
     }
 
@@ -120,17 +101,12 @@ mod tests {
             err("cron(0 10 * * ?)", None),
             "cron() takes 6 fields (minutes hours day-of-month month day-of-week year), got 5"
         );
-        assert!(
-            err("cron(0 10 1 * MON *)", None).starts_with("day-of-month or day-of-week must be ?")
-        );
+        assert!(err("cron(0 10 1 * MON *)", None).starts_with("day-of-month or day-of-week must be ?"));
         assert_eq!(
             err("cron(0 10 1 JANUARY ? *)", None),
             r#"invalid month field "JANUARY": expected values 1-12 or JAN-DEC, got "JANUARY""#
         );
-        assert!(
-            err("cron(0 10 * * ? *)", Some("Mars/Base"))
-                .starts_with(r#"unknown time zone "Mars/Base""#)
-        );
+        assert!(err("cron(0 10 * * ? *)", Some("Mars/Base")).starts_with(r#"unknown time zone "Mars/Base""#));
         assert!(err("rate(5 weeks)", None).starts_with(
             "expected rate(N unit) with unit one of minute, minutes, hour, hours, day, days, second, seconds"
         ));

@@ -5,8 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use switchyard_sdk::{
-    Ack, ConnectorError, Envelope, Outcome, Record, SingleEnvelope, Source, SourceContext,
-    SourceState,
+    Ack, ConnectorError, Envelope, Outcome, Record, SingleEnvelope, Source, SourceContext, SourceState,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -36,17 +35,9 @@ pub struct ScheduleSource {
 impl ScheduleSource {
     pub fn new(mapping: &str, config: &ScheduleConfig) -> Result<Self, ScheduleError> {
         let schedule = Schedule::parse(&config.expression, config.timezone.as_deref())?;
-        let region = std::env::var("AWS_REGION")
-            .ok()
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| DEFAULT_REGION.to_string());
-        Ok(Self {
-            mapping: mapping.into(),
-            schedule,
-            input: config.input.clone(),
-            region,
-            clock: Arc::new(Utc::now),
-        })
+        let region =
+            std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(|| DEFAULT_REGION.to_string());
+        Ok(Self { mapping: mapping.into(), schedule, input: config.input.clone(), region, clock: Arc::new(Utc::now) })
     }
 
     /// Reads "now" from `clock` instead of the wall clock.
@@ -117,15 +108,7 @@ impl ScheduleSource {
                 tracing::warn!(mapping = %name, reason = %r, "schedule tick was not delivered");
             }
         });
-        Record {
-            id,
-            scope: None,
-            key: None,
-            size: data.to_string().len(),
-            data,
-            created_at: fire.into(),
-            ack,
-        }
+        Record { id, scope: None, key: None, size: data.to_string().len(), data, created_at: fire.into(), ack }
     }
 }
 
@@ -168,17 +151,11 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
     }
 
     fn source(expression: &str, input: Option<Value>) -> ScheduleSource {
-        let config = ScheduleConfig {
-            expression: expression.into(),
-            timezone: None,
-            input,
-        };
+        let config = ScheduleConfig { expression: expression.into(), timezone: None, input };
         ScheduleSource::new("nightly", &config).unwrap()
     }
 
@@ -199,18 +176,8 @@ mod tests {
         let (out, records) = mpsc::channel(capacity);
         let (state, state_rx) = watch::channel(SourceState::Starting);
         let shutdown = CancellationToken::new();
-        let cx = SourceContext {
-            mapping: "nightly".into(),
-            out,
-            shutdown: shutdown.clone(),
-            state,
-        };
-        Harness {
-            records,
-            state: state_rx,
-            shutdown,
-            run: tokio::spawn(Box::new(source).run(cx)),
-        }
+        let cx = SourceContext { mapping: "nightly".into(), out, shutdown: shutdown.clone(), state };
+        Harness { records, state: state_rx, shutdown, run: tokio::spawn(Box::new(source).run(cx)) }
     }
 
     impl Harness {
@@ -227,20 +194,12 @@ mod tests {
     }
 
     fn region() -> String {
-        std::env::var("AWS_REGION")
-            .ok()
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| DEFAULT_REGION.into())
+        std::env::var("AWS_REGION").ok().filter(|r| !r.is_empty()).unwrap_or_else(|| DEFAULT_REGION.into())
     }
 
     #[test]
     fn scheduled_event_has_eventbridge_shape() {
-        let event = scheduled_event(
-            "abc",
-            utc("2026-11-26T16:00:00.750Z"),
-            "eu-west-1",
-            "nightly",
-        );
+        let event = scheduled_event("abc", utc("2026-11-26T16:00:00.750Z"), "eu-west-1", "nightly");
         assert_eq!(
             event,
             json!({
@@ -273,8 +232,7 @@ mod tests {
     #[test]
     fn input_replaces_the_whole_event() {
         let input = json!({"job": "nightly-report"});
-        let record =
-            source("rate(1 minute)", Some(input.clone())).record(utc("2026-11-26T16:00:00Z"));
+        let record = source("rate(1 minute)", Some(input.clone())).record(utc("2026-11-26T16:00:00Z"));
         assert_eq!(record.data, input);
         assert_eq!(record.size, r#"{"job":"nightly-report"}"#.len());
         assert!(!record.id.is_empty());
@@ -289,21 +247,13 @@ mod tests {
 
     #[test]
     fn new_refuses_a_bad_expression() {
-        let config = ScheduleConfig {
-            expression: "rate(1 minutes)".into(),
-            timezone: None,
-            input: None,
-        };
-        assert!(matches!(
-            ScheduleSource::new("m", &config),
-            Err(ScheduleError::RateNeedsSingular { .. })
-        ));
+        let config = ScheduleConfig { expression: "rate(1 minutes)".into(), timezone: None, input: None };
+        assert!(matches!(ScheduleSource::new("m", &config), Err(ScheduleError::RateNeedsSingular { .. })));
     }
 
     #[tokio::test(start_paused = true)]
     async fn rate_ticks_every_period_from_the_start() {
-        let source =
-            source("rate(1 minute)", None).with_clock(paused_clock(utc("2026-11-26T10:00:00Z")));
+        let source = source("rate(1 minute)", None).with_clock(paused_clock(utc("2026-11-26T10:00:00Z")));
         let mut h = start(source, 8);
         assert_eq!(h.time().await, "2026-11-26T10:01:00Z");
         assert_eq!(*h.state.borrow(), SourceState::Running);
@@ -314,8 +264,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn cron_ticks_at_its_fire_times() {
-        let source = source("cron(0/15 * * * ? *)", None)
-            .with_clock(paused_clock(utc("2026-11-26T10:07:30Z")));
+        let source = source("cron(0/15 * * * ? *)", None).with_clock(paused_clock(utc("2026-11-26T10:07:30Z")));
         let mut h = start(source, 8);
         assert_eq!(h.time().await, "2026-11-26T10:15:00Z");
         assert_eq!(h.time().await, "2026-11-26T10:30:00Z");
@@ -324,8 +273,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_channel_skips_ticks_instead_of_bursting() {
-        let source =
-            source("rate(1 minute)", None).with_clock(paused_clock(utc("2026-11-26T10:00:00Z")));
+        let source = source("rate(1 minute)", None).with_clock(paused_clock(utc("2026-11-26T10:00:00Z")));
         let mut h = start(source, 1);
         // 10:01 fills the channel, 10:02 waits to be sent; nobody reads
         // until 10:05:30.
@@ -339,8 +287,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_wins_over_a_blocked_send() {
-        let source =
-            source("rate(1 minute)", None).with_clock(paused_clock(utc("2026-11-26T10:00:00Z")));
+        let source = source("rate(1 minute)", None).with_clock(paused_clock(utc("2026-11-26T10:00:00Z")));
         let h = start(source, 1);
         tokio::time::sleep(Duration::from_secs(300)).await;
         assert!(!h.run.is_finished());
@@ -349,8 +296,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_ended_schedule_waits_for_shutdown() {
-        let source = source("cron(0 0 1 1 ? 2020)", None)
-            .with_clock(paused_clock(utc("2026-11-26T10:00:00Z")));
+        let source = source("cron(0 0 1 1 ? 2020)", None).with_clock(paused_clock(utc("2026-11-26T10:00:00Z")));
         let mut h = start(source, 1);
         tokio::time::sleep(Duration::from_secs(3_600)).await;
         assert_eq!(*h.state.borrow(), SourceState::Running);
@@ -371,10 +317,7 @@ mod tests {
                 .unwrap();
             records.push(record);
         }
-        let times: Vec<DateTime<Utc>> = records
-            .iter()
-            .map(|r| utc(r.data["time"].as_str().unwrap()))
-            .collect();
+        let times: Vec<DateTime<Utc>> = records.iter().map(|r| utc(r.data["time"].as_str().unwrap())).collect();
         assert_eq!(times[1] - times[0], TimeDelta::seconds(1));
         for (record, time) in records.iter().zip(&times) {
             assert_eq!(record.data["detail-type"], "Scheduled Event");
@@ -383,10 +326,7 @@ mod tests {
             assert_eq!(record.data["detail"], json!({}));
             assert_eq!(
                 record.data["resources"],
-                json!([format!(
-                    "arn:aws:events:{}:000000000000:rule/nightly",
-                    region()
-                )])
+                json!([format!("arn:aws:events:{}:000000000000:rule/nightly", region())])
             );
             // `time` is the fire time cut to the second.
             let created: DateTime<Utc> = record.created_at.into();

@@ -37,9 +37,7 @@ pub const DROPPED: &str = "acknowledgement dropped without an outcome";
 
 impl Ack {
     pub fn new(callback: impl FnOnce(Outcome) + Send + 'static) -> Self {
-        Self {
-            callback: Some(Box::new(callback)),
-        }
+        Self { callback: Some(Box::new(callback)) }
     }
 
     /// For records nobody needs to hear back about (a schedule tick).
@@ -49,10 +47,7 @@ impl Ack {
 
     /// Sends `(tag, outcome)` on `tx`: the usual shape for a source that
     /// acknowledges per message from its own task.
-    pub fn channel<T: Send + 'static>(
-        tag: T,
-        tx: tokio::sync::mpsc::UnboundedSender<(T, Outcome)>,
-    ) -> Self {
+    pub fn channel<T: Send + 'static>(tag: T, tx: tokio::sync::mpsc::UnboundedSender<(T, Outcome)>) -> Self {
         Self::new(move |outcome| {
             // The source is gone when the receiver is closed; the broker will
             // redeliver whatever it did not hear about.
@@ -77,9 +72,7 @@ impl Drop for Ack {
 
 impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ack")
-            .field("pending", &self.callback.is_some())
-            .finish()
+        f.debug_struct("Ack").field("pending", &self.callback.is_some()).finish()
     }
 }
 
@@ -101,9 +94,6 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         Ack::channel("a", tx).complete(Outcome::Delivered);
         assert_eq!(rx.try_recv().unwrap(), ("a", Outcome::Delivered));
-        assert!(
-            rx.try_recv().is_err(),
-            "a completed ack must not report again on drop"
-        );
+        assert!(rx.try_recv().is_err(), "a completed ack must not report again on drop");
     }
 }

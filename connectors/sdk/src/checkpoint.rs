@@ -57,10 +57,7 @@ impl OffsetTracker {
 
     /// The lowest offset not yet finished.
     pub fn lowest_pending(&self) -> Option<i64> {
-        self.pending
-            .iter()
-            .find(|(_, done)| !**done)
-            .map(|(o, _)| *o)
+        self.pending.iter().find(|(_, done)| !**done).map(|(o, _)| *o)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -97,11 +94,7 @@ mod tests {
         t.complete(0);
         t.complete(3);
         t.rewind(2);
-        assert_eq!(
-            t.in_flight(),
-            1,
-            "only offset 1 is still tracked as pending"
-        );
+        assert_eq!(t.in_flight(), 1, "only offset 1 is still tracked as pending");
         assert_eq!(t.complete(3), None, "a rewound offset is forgotten");
         assert_eq!(t.complete(1), Some(2));
     }

@@ -27,9 +27,6 @@ impl ConnectorError {
     }
 
     pub fn is_retriable(&self) -> bool {
-        matches!(
-            self,
-            ConnectorError::Connection(_) | ConnectorError::Unavailable(_)
-        )
+        matches!(self, ConnectorError::Connection(_) | ConnectorError::Unavailable(_))
     }
 }

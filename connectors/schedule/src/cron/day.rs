@@ -69,10 +69,9 @@ fn parse_day_of_month(text: &str) -> Result<DayRule, ScheduleError> {
         }
     }
     if upper.contains('L') || upper.contains('W') {
-        return Err(DAY_OF_MONTH.error(
-            text,
-            "L, LW or a single day with W (like 15W) on its own, not in a list or range",
-        ));
+        return Err(
+            DAY_OF_MONTH.error(text, "L, LW or a single day with W (like 15W) on its own, not in a list or range")
+        );
     }
     DAY_OF_MONTH.parse(text).map(DayRule::MonthDays)
 }
@@ -87,10 +86,9 @@ fn parse_day_of_week(text: &str) -> Result<DayRule, ScheduleError> {
         let nth = match nth.parse::<u32>() {
             Ok(n @ 1..=5) if nth.bytes().all(|b| b.is_ascii_digit()) => n,
             _ => {
-                return Err(DAY_OF_WEEK.error(
-                    text,
-                    "a single weekday and an occurrence 1-5, like 3#2 (only one # expression)",
-                ));
+                return Err(
+                    DAY_OF_WEEK.error(text, "a single weekday and an occurrence 1-5, like 3#2 (only one # expression)")
+                );
             }
         };
         let weekday = DAY_OF_WEEK.value(text, weekday)?;
@@ -100,19 +98,13 @@ fn parse_day_of_week(text: &str) -> Result<DayRule, ScheduleError> {
         return DAY_OF_WEEK.value(text, weekday).map(DayRule::LastOfWeekday);
     }
     if upper.contains('L') {
-        return Err(DAY_OF_WEEK.error(
-            text,
-            "L alone or a single weekday with L (like 6L), not in a list or range",
-        ));
+        return Err(DAY_OF_WEEK.error(text, "L alone or a single weekday with L (like 6L), not in a list or range"));
     }
     DAY_OF_WEEK.parse(text).map(DayRule::WeekDays)
 }
 
 fn last_day_of_month(date: NaiveDate) -> u32 {
-    (28..=31)
-        .rev()
-        .find(|&d| NaiveDate::from_ymd_opt(date.year(), date.month(), d).is_some())
-        .unwrap_or(28)
+    (28..=31).rev().find(|&d| NaiveDate::from_ymd_opt(date.year(), date.month(), d).is_some()).unwrap_or(28)
 }
 
 /// The day of `date`'s month that `nW` names: `n` itself on a weekday, else
@@ -211,10 +203,7 @@ mod tests {
             ("1,?", "?"),
             ("?", "W"),
         ] {
-            assert!(
-                DayRule::parse(dom, dow).is_err(),
-                "{dom} {dow} was accepted"
-            );
+            assert!(DayRule::parse(dom, dow).is_err(), "{dom} {dow} was accepted");
         }
     }
 }

@@ -13,58 +13,28 @@ pub(crate) struct Field {
     pub names: &'static [&'static str],
 }
 
-pub(crate) const MINUTES: Field = Field {
-    name: "minutes",
-    min: 0,
-    max: 59,
-    names: &[],
-};
+pub(crate) const MINUTES: Field = Field { name: "minutes", min: 0, max: 59, names: &[] };
 
-pub(crate) const HOURS: Field = Field {
-    name: "hours",
-    min: 0,
-    max: 23,
-    names: &[],
-};
+pub(crate) const HOURS: Field = Field { name: "hours", min: 0, max: 23, names: &[] };
 
-pub(crate) const DAY_OF_MONTH: Field = Field {
-    name: "day-of-month",
-    min: 1,
-    max: 31,
-    names: &[],
-};
+pub(crate) const DAY_OF_MONTH: Field = Field { name: "day-of-month", min: 1, max: 31, names: &[] };
 
 pub(crate) const MONTH: Field = Field {
     name: "month",
     min: 1,
     max: 12,
-    names: &[
-        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
-    ],
+    names: &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
 };
 
 /// EventBridge numbers the days of the week from 1 = Sunday (not cron's 0).
-pub(crate) const DAY_OF_WEEK: Field = Field {
-    name: "day-of-week",
-    min: 1,
-    max: 7,
-    names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
-};
+pub(crate) const DAY_OF_WEEK: Field =
+    Field { name: "day-of-week", min: 1, max: 7, names: &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"] };
 
-pub(crate) const YEAR: Field = Field {
-    name: "year",
-    min: 1970,
-    max: 2199,
-    names: &[],
-};
+pub(crate) const YEAR: Field = Field { name: "year", min: 1970, max: 2199, names: &[] };
 
 impl Field {
     pub fn error(&self, text: &str, expected: impl Into<String>) -> ScheduleError {
-        ScheduleError::CronField {
-            field: self.name,
-            text: text.to_string(),
-            expected: expected.into(),
-        }
+        ScheduleError::CronField { field: self.name, text: text.to_string(), expected: expected.into() }
     }
 
     fn bounds(&self) -> String {
@@ -90,10 +60,7 @@ impl Field {
         };
         match found {
             Some(v) if (self.min..=self.max).contains(&v) => Ok(v),
-            _ => Err(self.error(
-                field_text,
-                format!("values {}, got {token:?}", self.bounds()),
-            )),
+            _ => Err(self.error(field_text, format!("values {}, got {token:?}", self.bounds()))),
         }
     }
 
@@ -188,20 +155,13 @@ mod tests {
             (&YEAR, "2200"),
             (&MINUTES, "MON"),
         ] {
-            assert!(
-                field.parse(text).is_err(),
-                "{} {text:?} was accepted",
-                field.name
-            );
+            assert!(field.parse(text).is_err(), "{} {text:?} was accepted", field.name);
         }
     }
 
     #[test]
     fn error_names_the_field_and_the_bounds() {
         let err = MONTH.parse("FOO").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            r#"invalid month field "FOO": expected values 1-12 or JAN-DEC, got "FOO""#
-        );
+        assert_eq!(err, r#"invalid month field "FOO": expected values 1-12 or JAN-DEC, got "FOO""#);
     }
 }

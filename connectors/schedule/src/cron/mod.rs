@@ -76,9 +76,7 @@ impl Cron {
                                 continue;
                             }
                             let instant = match tz.from_local_datetime(&local) {
-                                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => {
-                                    t.with_timezone(&Utc)
-                                }
+                                LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
                                 LocalResult::None => continue,
                             };
                             if instant > after {
@@ -98,9 +96,7 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
     }
 
     /// The next fire time of `cron(fields)` in `tz` after `after`, as RFC 3339
@@ -229,10 +225,7 @@ mod tests {
 
     #[test]
     fn last_day_of_the_week_is_saturday() {
-        assert_eq!(
-            next("0 0 ? * L *", "2026-11-26T00:00:00Z"),
-            "2026-11-28T00:00:00Z"
-        );
+        assert_eq!(next("0 0 ? * L *", "2026-11-26T00:00:00Z"), "2026-11-28T00:00:00Z");
     }
 
     #[test]
@@ -264,10 +257,7 @@ mod tests {
             ]
         );
         // A time past the gap keeps firing that day, now on EDT.
-        assert_eq!(
-            next_in(tz, "30 3 * * ? *", "2026-03-08T06:00:00Z"),
-            "2026-03-08T07:30:00Z"
-        );
+        assert_eq!(next_in(tz, "30 3 * * ? *", "2026-03-08T06:00:00Z"), "2026-03-08T07:30:00Z");
     }
 
     #[test]
@@ -293,49 +283,22 @@ mod tests {
             ]
         );
         // Asked from inside the repeated hour, the repeats still do not fire.
-        assert_eq!(
-            next_in(tz, "0/30 * * * ? *", "2026-11-01T06:10:00Z"),
-            "2026-11-01T07:00:00Z"
-        );
+        assert_eq!(next_in(tz, "0/30 * * * ? *", "2026-11-01T06:10:00Z"), "2026-11-01T07:00:00Z");
     }
 
     #[test]
     fn fields_are_wall_clock_time_in_the_zone() {
-        assert_eq!(
-            next_in("Asia/Kolkata", "0 9 * * ? *", "2026-11-26T00:00:00Z"),
-            "2026-11-26T03:30:00Z"
-        );
+        assert_eq!(next_in("Asia/Kolkata", "0 9 * * ? *", "2026-11-26T00:00:00Z"), "2026-11-26T03:30:00Z");
         // Sunday 2026-11-29 00:30 in Auckland is still Saturday in UTC.
-        assert_eq!(
-            next_in("Pacific/Auckland", "30 0 ? * SUN *", "2026-11-26T00:00:00Z"),
-            "2026-11-28T11:30:00Z"
-        );
+        assert_eq!(next_in("Pacific/Auckland", "30 0 ? * SUN *", "2026-11-26T00:00:00Z"), "2026-11-28T11:30:00Z");
     }
 
     #[test]
     fn refuses_malformed_expressions() {
-        assert_eq!(
-            Cron::parse("0 10 * * ?"),
-            Err(ScheduleError::CronFieldCount(5))
-        );
-        assert_eq!(
-            Cron::parse("0 0 10 * * ? *"),
-            Err(ScheduleError::CronFieldCount(7))
-        );
-        assert_eq!(
-            Cron::parse("0 10 1 * MON *"),
-            Err(ScheduleError::BothDaysSet)
-        );
-        assert!(matches!(
-            Cron::parse("0 10 1 FOO ? *"),
-            Err(ScheduleError::CronField { field: "month", .. })
-        ));
-        assert!(matches!(
-            Cron::parse("60 10 * * ? *"),
-            Err(ScheduleError::CronField {
-                field: "minutes",
-                ..
-            })
-        ));
+        assert_eq!(Cron::parse("0 10 * * ?"), Err(ScheduleError::CronFieldCount(5)));
+        assert_eq!(Cron::parse("0 0 10 * * ? *"), Err(ScheduleError::CronFieldCount(7)));
+        assert_eq!(Cron::parse("0 10 1 * MON *"), Err(ScheduleError::BothDaysSet));
+        assert!(matches!(Cron::parse("0 10 1 FOO ? *"), Err(ScheduleError::CronField { field: "month", .. })));
+        assert!(matches!(Cron::parse("60 10 * * ? *"), Err(ScheduleError::CronField { field: "minutes", .. })));
     }
 }
