@@ -90,6 +90,40 @@ pub struct Function {
     pub concurrency: usize,
     kind: Kind,
     limiter: Limiter,
+    metrics: FunctionMetrics,
+}
+
+/// Metric handles registered once, not looked up per invocation.
+struct FunctionMetrics {
+    outcomes: [(&'static str, metrics::Counter); 5],
+    duration: metrics::Histogram,
+    in_flight: metrics::Gauge,
+}
+
+impl FunctionMetrics {
+    fn new(function: &str) -> Self {
+        let f = function.to_string();
+        let outcome = |o: &'static str| {
+            (o, metrics::counter!("switchyard_invocations_total", "function" => f.clone(), "outcome" => o))
+        };
+        Self {
+            outcomes: [
+                outcome("success"),
+                outcome("function_error"),
+                outcome("timeout"),
+                outcome("throttled"),
+                outcome("unreachable"),
+            ],
+            duration: metrics::histogram!("switchyard_invoke_duration_seconds", "function" => f.clone()),
+            in_flight: metrics::gauge!("switchyard_function_in_flight", "function" => f),
+        }
+    }
+
+    fn count(&self, outcome: &str) {
+        if let Some((_, counter)) = self.outcomes.iter().find(|(o, _)| *o == outcome) {
+            counter.increment(1);
+        }
+    }
 }
 
 /// Whether a caller waits for a free slot.
@@ -111,6 +145,7 @@ impl Function {
             async_config: config.async_.clone(),
             concurrency: config.concurrency.get(),
             kind: Kind::Http(HttpFunction::new(name, http, client)?),
+            metrics: FunctionMetrics::new(name),
             limiter: Limiter {
                 slots: Arc::new(Semaphore::new(config.concurrency.get())),
                 waiting: AtomicUsize::new(0),
@@ -126,12 +161,11 @@ impl Function {
         let started = Instant::now();
         let result = match self.limiter.acquire(wait).await {
             Ok(_permit) => {
-                let gauge = metrics::gauge!("switchyard_function_in_flight", "function" => self.name.to_string());
-                gauge.increment(1.0);
+                self.metrics.in_flight.increment(1.0);
                 let result = match &self.kind {
                     Kind::Http(f) => f.invoke(invocation).await,
                 };
-                gauge.decrement(1.0);
+                self.metrics.in_flight.decrement(1.0);
                 result
             }
             Err(throttled) => Err(throttled),
@@ -141,31 +175,27 @@ impl Function {
             Ok(_) => "success",
             Err(e) => e.error_type(),
         };
-        metrics::counter!("switchyard_invocations_total", "function" => self.name.to_string(), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("switchyard_invoke_duration_seconds", "function" => self.name.to_string())
-            .record(elapsed.as_secs_f64());
+        self.metrics.count(outcome);
+        self.metrics.duration.record(elapsed.as_secs_f64());
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        // One line per invocation, a warning when it failed.
+        macro_rules! invoked {
+            ($level:ident $(, $error:expr)?) => {
+                tracing::$level!(
+                    mapping,
+                    function = %self.name,
+                    request_id = %invocation.request_id,
+                    attempt = invocation.attempt,
+                    duration_ms = format_args!("{duration_ms:.1}"),
+                    outcome,
+                    $(error = %$error,)?
+                    "invoked"
+                )
+            };
+        }
         match &result {
-            Ok(_) => tracing::info!(
-                mapping,
-                function = %self.name,
-                request_id = %invocation.request_id,
-                attempt = invocation.attempt,
-                duration_ms = format_args!("{duration_ms:.1}"),
-                outcome,
-                "invoked"
-            ),
-            Err(error) => tracing::warn!(
-                mapping,
-                function = %self.name,
-                request_id = %invocation.request_id,
-                attempt = invocation.attempt,
-                duration_ms = format_args!("{duration_ms:.1}"),
-                outcome,
-                %error,
-                "invoked"
-            ),
+            Ok(_) => invoked!(info),
+            Err(error) => invoked!(warn, error),
         }
         result
     }

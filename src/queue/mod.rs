@@ -10,9 +10,9 @@
 pub mod record;
 pub mod store;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -191,7 +191,6 @@ impl AsyncQueue {
                 queue: self.clone(),
                 function: function.clone(),
                 routes,
-                in_flight: Arc::new(Mutex::new(HashSet::new())),
                 slots: Arc::new(Semaphore::new(function.concurrency)),
                 tracker: tracker.clone(),
             };
@@ -219,7 +218,6 @@ struct Dispatcher {
     queue: Arc<AsyncQueue>,
     function: Arc<Function>,
     routes: Arc<Routes>,
-    in_flight: Arc<Mutex<HashSet<i64>>>,
     slots: Arc<Semaphore>,
     tracker: TaskTracker,
 }
@@ -236,9 +234,8 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => return,
             };
             let free = self.slots.available_permits() + 1;
-            let skip: Vec<i64> = self.in_flight.lock().expect("in-flight set").iter().copied().collect();
             let now = now_ms();
-            let due = match self.queue.store.due(&name, now, free + skip.len()).await {
+            let due = match self.queue.store.claim(&name, now, free).await {
                 Ok(due) => due,
                 Err(error) => {
                     tracing::error!(function = %name, %error, "cannot read the async queue");
@@ -249,10 +246,10 @@ impl Dispatcher {
                     continue;
                 }
             };
-            let mut fresh = due.into_iter().filter(|e| !skip.contains(&e.id));
-            let Some(first) = fresh.next() else {
+            let mut claimed = due.into_iter();
+            let Some(first) = claimed.next() else {
                 drop(permit);
-                let wait = match self.queue.store.next_due(&name, skip).await {
+                let wait = match self.queue.store.next_due(&name).await {
                     Ok(Some(at)) => Duration::from_millis((at - now).clamp(1, IDLE_POLL.as_millis() as i64) as u64),
                     _ => IDLE_POLL,
                 };
@@ -264,28 +261,30 @@ impl Dispatcher {
                 continue;
             };
             self.launch(first, permit);
-            for event in fresh {
-                match self.slots.clone().try_acquire_owned() {
-                    Ok(permit) => self.launch(event, permit),
-                    Err(_) => break,
-                }
+            for event in claimed {
+                // Claimed with a free slot counted for it; a permit is there
+                // unless a concurrent release raced, in which case wait.
+                let permit = match self.slots.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                };
+                self.launch(event, permit);
             }
         }
     }
 
     fn launch(&self, event: QueuedEvent, permit: tokio::sync::OwnedSemaphorePermit) {
-        self.in_flight.lock().expect("in-flight set").insert(event.id);
         let worker = Worker { queue: self.queue.clone(), function: self.function.clone(), routes: self.routes.clone() };
-        let in_flight = self.in_flight.clone();
-        let (queue, function) = (self.queue.clone(), self.function.name.clone());
         self.tracker.spawn(async move {
             let id = event.id;
             worker.handle(event).await;
-            in_flight.lock().expect("in-flight set").remove(&id);
+            if let Err(error) = worker.queue.store.release(id).await {
+                tracing::error!(function = %worker.function.name, %error, "cannot release an async event");
+            }
             drop(permit);
-            // The dispatcher left this event out of its wait (it was in
-            // flight); wake it so a retry runs when due, not at the idle poll.
-            queue.wake(&function);
+            // The dispatcher's wait left this event out (it was claimed);
+            // wake it so a retry runs when due, not at the idle poll.
+            worker.queue.wake(&worker.function.name);
         });
     }
 }

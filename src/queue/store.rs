@@ -21,7 +21,9 @@ pub struct StoreError {
 }
 
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// Runs inside the group transaction, or with `None` when the transaction could
+/// not begin; either way it returns how to answer its caller after the commit.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> Reply + Send>;
 
 /// Jobs folded into one transaction at most.
 const GROUP_MAX: usize = 512;
@@ -174,6 +176,11 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| error(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| error(e.to_string()))?;
         conn.execute_batch(SCHEMA).map_err(|e| error(e.to_string()))?;
+        // Events handed to a worker and not yet released. A temp table lives
+        // with this connection only: after a crash nothing is claimed, so
+        // every queued event is delivered again.
+        conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS claimed (id INTEGER PRIMARY KEY)")
+            .map_err(|e| error(e.to_string()))?;
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         std::thread::Builder::new()
             .name("switchyard-store".into())
@@ -190,11 +197,14 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let path = self.path.display().to_string();
         let job: Job = Box::new(move |conn| {
-            let result = in_savepoint(conn, f);
+            let result = match conn {
+                Some(conn) => in_savepoint(conn, f).map_err(|e| e.to_string()),
+                None => Err("cannot begin a transaction".to_string()),
+            };
             Box::new(move |commit_error: Option<&str>| {
                 let result = match (result, commit_error) {
                     (Ok(v), None) => Ok(v),
-                    (Err(e), _) => Err(e.to_string()),
+                    (Err(e), _) => Err(e),
                     (_, Some(e)) => Err(format!("commit failed: {e}")),
                 };
                 let _ = tx.send(result);
@@ -209,36 +219,43 @@ impl Store {
         self.call(move |c| insert_event(c, &event)).await
     }
 
-    /// Events of `function` due at `now`, oldest due first.
-    pub async fn due(&self, function: &str, now: i64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+    /// Claims up to `limit` events of `function` due at `now`, oldest due
+    /// first, skipping those already claimed. A claim is released by
+    /// [`Store::release`]; it is not durable.
+    pub async fn claim(&self, function: &str, now: i64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let function = function.to_string();
         self.call(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM async_events WHERE function = ?1 AND due_at <= ?2 ORDER BY due_at, id LIMIT ?3"
+                "SELECT {EVENT_COLUMNS} FROM async_events WHERE function = ?1 AND due_at <= ?2 \
+                 AND id NOT IN (SELECT id FROM temp.claimed) ORDER BY due_at, id LIMIT ?3"
             ))?;
-            let rows = stmt.query_map(params![function, now, limit as i64], event_row)?;
-            rows.collect()
+            let events: Vec<QueuedEvent> =
+                stmt.query_map(params![function, now, limit as i64], event_row)?.collect::<Result<_, _>>()?;
+            let mut claim = c.prepare_cached("INSERT OR IGNORE INTO temp.claimed (id) VALUES (?1)")?;
+            for e in &events {
+                claim.execute([e.id])?;
+            }
+            Ok(events)
         })
         .await
     }
 
-    /// The earliest `due_at` of `function`'s events other than `skip`.
-    pub async fn next_due(&self, function: &str, skip: Vec<i64>) -> Result<Option<i64>, StoreError> {
+    /// Ends the claim on an event (whatever became of it).
+    pub async fn release(&self, id: i64) -> Result<(), StoreError> {
+        self.call(move |c| c.execute("DELETE FROM temp.claimed WHERE id = ?1", [id]).map(|_| ())).await
+    }
+
+    /// The earliest `due_at` of `function`'s unclaimed events.
+    pub async fn next_due(&self, function: &str) -> Result<Option<i64>, StoreError> {
         let function = function.to_string();
         self.call(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, due_at FROM async_events WHERE function = ?1 ORDER BY due_at, id LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![function, skip.len() as i64 + 1], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            for row in rows {
-                let (id, due) = row?;
-                if !skip.contains(&id) {
-                    return Ok(Some(due));
-                }
-            }
-            Ok(None)
+            c.query_row(
+                "SELECT due_at FROM async_events WHERE function = ?1 AND id NOT IN (SELECT id FROM temp.claimed) \
+                 ORDER BY due_at, id LIMIT 1",
+                [function],
+                |r| r.get(0),
+            )
+            .optional()
         })
         .await
     }
@@ -486,17 +503,14 @@ fn writer(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let begin = conn.execute_batch("BEGIN IMMEDIATE");
-        if let Err(e) = begin {
-            let message = e.to_string();
-            for job in group {
-                // Nothing ran: report the failure without running the job.
-                drop(job);
-                tracing::error!(error = %message, "state store cannot begin a transaction");
-            }
+        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(%error, "state store cannot begin a transaction");
+            let replies: Vec<Reply> = group.into_iter().map(|job| job(None)).collect();
+            let message = error.to_string();
+            replies.into_iter().for_each(|reply| reply(Some(&message)));
             continue;
         }
-        let replies: Vec<Reply> = group.into_iter().map(|job| job(&conn)).collect();
+        let replies: Vec<Reply> = group.into_iter().map(|job| job(Some(&conn))).collect();
         let commit = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
         if commit.is_some() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -532,10 +546,11 @@ mod tests {
         let a = store.enqueue(event("f", 10)).await.unwrap();
         store.enqueue(event("f", 20)).await.unwrap();
         store.enqueue(event("g", 5)).await.unwrap();
-        let due = store.due("f", 15, 10).await.unwrap();
+        let due = store.claim("f", 15, 10).await.unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].id, a);
-        assert_eq!(store.next_due("f", vec![a]).await.unwrap(), Some(20));
+        assert!(store.claim("f", 15, 10).await.unwrap().is_empty(), "a claimed event is not handed out twice");
+        assert_eq!(store.next_due("f").await.unwrap(), Some(20));
         let mut e = due[0].clone();
         e.attempts = 1;
         e.due_at = 100;
@@ -543,8 +558,13 @@ mod tests {
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.due("f", 99, 10).await.unwrap().len(), 1, "only the event due at 20");
-        let both = store.due("f", 100, 10).await.unwrap();
+        assert_eq!(
+            store.claim("f", 99, 10).await.unwrap().len(),
+            1,
+            "claims end with the process; only the event due at 20"
+        );
+        let store = Store::open(dir.path()).unwrap();
+        let both = store.claim("f", 100, 10).await.unwrap();
         assert_eq!(both.len(), 2);
         assert_eq!(both[1].attempts, 1);
         let depths = store.depths().await.unwrap();
@@ -578,13 +598,13 @@ mod tests {
             )
             .await
             .unwrap();
-        assert!(store.due("f", i64::MAX, 10).await.unwrap().is_empty());
+        assert!(store.claim("f", i64::MAX, 10).await.unwrap().is_empty());
         let listed = store.dlq_list(Some("f".into()), 10).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].error_message.as_deref(), Some("boom"));
         assert_eq!(store.dlq_replay(Selection::Ids(vec![dl, 999]), 50).await.unwrap(), vec![dl]);
         assert!(store.dlq_get(dl).await.unwrap().is_none());
-        let requeued = store.due("f", 50, 10).await.unwrap();
+        let requeued = store.claim("f", 50, 10).await.unwrap();
         assert_eq!(requeued.len(), 1);
         assert_eq!(requeued[0].request_id, "r-10", "replay keeps the request id");
         assert_eq!(requeued[0].attempts, 0);
@@ -599,6 +619,6 @@ mod tests {
         let (bad, good) = tokio::join!(bad, good);
         assert!(bad.is_err());
         assert!(good.is_ok());
-        assert_eq!(store.due("f", 1, 10).await.unwrap().len(), 1);
+        assert_eq!(store.claim("f", 1, 10).await.unwrap().len(), 1);
     }
 }

@@ -121,36 +121,20 @@ impl Conformance {
     }
 
     fn validate(&self) {
-        assert!(
-            self.messages > 0,
-            "Conformance::messages must be at least 1"
-        );
-        for (name, ratio) in [
-            ("retry_ratio", self.retry_ratio),
-            ("drop_ratio", self.drop_ratio),
-            ("filter_ratio", self.filter_ratio),
-        ] {
-            assert!(
-                (0.0..=1.0).contains(&ratio),
-                "Conformance::{name} must be within 0..=1, got {ratio}"
-            );
+        assert!(self.messages > 0, "Conformance::messages must be at least 1");
+        for (name, ratio) in
+            [("retry_ratio", self.retry_ratio), ("drop_ratio", self.drop_ratio), ("filter_ratio", self.filter_ratio)]
+        {
+            assert!((0.0..=1.0).contains(&ratio), "Conformance::{name} must be within 0..=1, got {ratio}");
         }
-        assert!(
-            self.retry_ratio + self.drop_ratio <= 1.0,
-            "Conformance::retry_ratio + drop_ratio must not exceed 1"
-        );
+        assert!(self.retry_ratio + self.drop_ratio <= 1.0, "Conformance::retry_ratio + drop_ratio must not exceed 1");
     }
 
     /// Unique across runs as well, so records left in a broker by an earlier
     /// run are recognised as foreign instead of counting as deliveries.
     fn payloads(&self) -> Vec<String> {
-        let run = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        (0..self.messages)
-            .map(|i| format!("conformance-{}-{run:x}-{i}", self.seed))
-            .collect()
+        let run = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+        (0..self.messages).map(|i| format!("conformance-{}-{run:x}-{i}", self.seed)).collect()
     }
 }
 
@@ -242,25 +226,15 @@ struct Driver<'a> {
 impl<'a> Driver<'a> {
     fn new(cfg: &'a Conformance, fixture: &'a dyn Fixture, payloads: Vec<String>) -> Self {
         let mut rng = StdRng::seed_from_u64(cfg.seed);
-        let filtered = payloads
-            .iter()
-            .map(|_| rng.random_bool(cfg.filter_ratio))
-            .collect();
-        let index = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.clone(), i))
-            .collect();
+        let filtered = payloads.iter().map(|_| rng.random_bool(cfg.filter_ratio)).collect();
+        let index = payloads.iter().enumerate().map(|(i, p)| (p.clone(), i)).collect();
         Self {
             cfg,
             fixture,
             ordered: fixture.ordered(),
             rng,
             ledger: vec![Entry::default(); payloads.len()],
-            report: Report {
-                produced: payloads.len(),
-                ..Report::default()
-            },
+            report: Report { produced: payloads.len(), ..Report::default() },
             payloads,
             index,
             filtered,
@@ -302,9 +276,7 @@ impl<'a> Driver<'a> {
             }
             let hold_idle = self.hold.as_ref().map(|hold| hold.idle_until);
             let Some(run) = self.run.as_mut() else {
-                return Err(Violation::SourceFailed(
-                    "internal: no source running".into(),
-                ));
+                return Err(Violation::SourceFailed("internal: no source running".into()));
             };
             let event = tokio::select! {
                 biased;
@@ -328,10 +300,7 @@ impl<'a> Driver<'a> {
                 Event::HoldIdle => self.restart().await?,
                 Event::Deadline => match last_chance {
                     None => {
-                        tracing::debug!(
-                            missing = self.missing().len(),
-                            "timeout: restarting the source a last time"
-                        );
+                        tracing::debug!(missing = self.missing().len(), "timeout: restarting the source a last time");
                         last_chance = Some(self.report.delivered);
                         self.hold = None;
                         self.restart().await?;
@@ -341,9 +310,7 @@ impl<'a> Driver<'a> {
                         let missing = self.missing();
                         self.run = None;
                         return Err(if self.report.delivered > mark {
-                            Violation::Timeout {
-                                missing: missing.len(),
-                            }
+                            Violation::Timeout { missing: missing.len() }
                         } else {
                             Violation::Lost { missing }
                         });
@@ -393,9 +360,9 @@ impl<'a> Driver<'a> {
                 if i > blocked_at {
                     // Like the engine: nothing after a retried record of a scope
                     // is processed before the retried one comes back.
+                    // The engine turns these down without invoking anything.
                     self.report.retries += 1;
-                    let when = When::InScope(self.delay());
-                    self.completer.complete(Some(key), ack, Action::Retry, when);
+                    self.completer.complete(Some(key), ack, Action::Retry, When::InScope(Duration::ZERO));
                     return Ok(());
                 }
                 // The source rewound to (or before) the retried record.
@@ -460,8 +427,13 @@ impl<'a> Driver<'a> {
         action
     }
 
+    /// Half the time none, as when the function answers at once.
     fn delay(&mut self) -> Duration {
-        Duration::from_millis(self.rng.random_range(0..=MAX_DELAY_MS))
+        if self.rng.random_bool(0.5) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(self.rng.random_range(1..=MAX_DELAY_MS))
+        }
     }
 
     fn note_received(&mut self, i: usize) {
@@ -513,31 +485,16 @@ impl<'a> Driver<'a> {
         let (out, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (state, state_rx) = watch::channel(SourceState::Starting);
         let shutdown = CancellationToken::new();
-        let cx = SourceContext {
-            mapping: Arc::from("conformance"),
-            out,
-            shutdown: shutdown.clone(),
-            state,
-        };
+        let cx = SourceContext { mapping: Arc::from("conformance"), out, shutdown: shutdown.clone(), state };
         let task = tokio::spawn(source.run(cx));
-        self.run = Some(Running {
-            shutdown,
-            task,
-            rx,
-            rx_open: true,
-            _state: state_rx,
-        });
+        self.run = Some(Running { shutdown, task, rx, rx_open: true, _state: state_rx });
     }
 
     async fn restart(&mut self) -> Result<(), Violation> {
         if self.hold.take().is_some() {
             self.planned += 1;
         }
-        tracing::debug!(
-            restart = self.report.restarts + 1,
-            held = self.held.len(),
-            "restarting the source"
-        );
+        tracing::debug!(restart = self.report.restarts + 1, held = self.held.len(), "restarting the source");
         self.stop().await?;
         self.report.restarts += 1;
         // A fresh run: the engine forgets which scopes were waiting for what.
@@ -580,12 +537,8 @@ impl<'a> Driver<'a> {
         self.completer.finish().await.map_err(callback_panicked)?;
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Violation::SourceFailed(format!(
-                "run() returned an error on shutdown: {e}"
-            ))),
-            Err(e) => Err(Violation::SourceFailed(format!(
-                "run() panicked on shutdown: {e}"
-            ))),
+            Ok(Err(e)) => Err(Violation::SourceFailed(format!("run() returned an error on shutdown: {e}"))),
+            Err(e) => Err(Violation::SourceFailed(format!("run() panicked on shutdown: {e}"))),
         }
     }
 
@@ -602,9 +555,7 @@ impl<'a> Driver<'a> {
         match result {
             Ok(Ok(())) => {
                 tracing::warn!("run() returned before its shutdown token was cancelled");
-                Violation::Lost {
-                    missing: self.missing(),
-                }
+                Violation::Lost { missing: self.missing() }
             }
             Ok(Err(e)) => Violation::SourceFailed(format!("run() failed: {e}")),
             Err(e) => Violation::SourceFailed(format!("run() panicked: {e}")),

@@ -7,14 +7,15 @@
 //! each record's [`Ack`](switchyard_sdk::Ack) with a seeded mix of outcomes:
 //!
 //! - `Delivered`, `Retry`, or no outcome at all (the ack is dropped, which the
-//!   SDK reports as a retry), never failing one payload more than three times
+//!   SDK reports as a retry), choosing to fail one payload at most three times
 //!   so the run converges;
 //! - at once on the receiving task, or later from other tasks after short
 //!   random delays, so completions overtake each other;
 //! - for a share of "filtered" payloads, `Delivered` on receipt, ahead of
 //!   earlier records of the same scope still in flight.
 //!
-//! It also restarts the source a few times: it holds some acks back, cancels
+//! It also restarts the source a few times: it lets every outcome decided so
+//! far reach the source, holds the acks of the next few records back, cancels
 //! the shutdown token, drops the held acks only then, waits for `run` to return
 //! and starts a fresh source from the fixture, which must hand the held
 //! records out again.

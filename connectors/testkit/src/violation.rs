@@ -29,11 +29,7 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Violation::Lost { missing } => {
-                write!(
-                    f,
-                    "{} produced payload(s) were never delivered: ",
-                    missing.len()
-                )?;
+                write!(f, "{} produced payload(s) were never delivered: ", missing.len())?;
                 let listed: Vec<&str> = missing.iter().take(LISTED).map(String::as_str).collect();
                 write!(f, "{}", listed.join(", "))?;
                 if missing.len() > LISTED {
@@ -46,16 +42,10 @@ impl fmt::Display for Violation {
             }
             Violation::SourceFailed(why) => write!(f, "source failed: {why}"),
             Violation::Timeout { missing } => {
-                write!(
-                    f,
-                    "timed out with {missing} payload(s) still undelivered while the source was making progress"
-                )
+                write!(f, "timed out with {missing} payload(s) still undelivered while the source was making progress")
             }
             Violation::ShutdownTimeout { waited } => {
-                write!(
-                    f,
-                    "run() did not return within {waited:?} after shutdown was cancelled"
-                )
+                write!(f, "run() did not return within {waited:?} after shutdown was cancelled")
             }
         }
     }
@@ -71,10 +61,7 @@ mod tests {
     fn lost_lists_the_first_payloads_only() {
         let missing = (0..12).map(|i| format!("p{i}")).collect();
         let text = Violation::Lost { missing }.to_string();
-        assert!(
-            text.starts_with("12 produced payload(s) were never delivered: p0, p1"),
-            "{text}"
-        );
+        assert!(text.starts_with("12 produced payload(s) were never delivered: p0, p1"), "{text}");
         assert!(text.ends_with("p9 and 2 more"), "{text}");
     }
 }

@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde_json::json;
 use switchyard_sdk::{
-    Ack, ConnectorError, Envelope, OffsetTracker, Outcome, Record, RecordsEnvelope, Source,
-    SourceContext, SourceState,
+    Ack, ConnectorError, Envelope, OffsetTracker, Outcome, Record, RecordsEnvelope, Source, SourceContext, SourceState,
 };
 use tokio::sync::{Notify, futures::Notified, mpsc};
 
@@ -116,10 +115,7 @@ impl MemoryLog {
 
     /// The offset the next append to `partition` gets.
     pub fn end_offset(&self, partition: usize) -> i64 {
-        self.lock()
-            .partitions
-            .get(partition)
-            .map_or(0, |entries| entries.len() as i64)
+        self.lock().partitions.get(partition).map_or(0, |entries| entries.len() as i64)
     }
 
     /// The group's committed offset of `partition`: where a new consumer starts.
@@ -144,10 +140,7 @@ impl MemoryLog {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Every change is made under one lock acquisition, so the state is
         // consistent even if a holder panicked.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -218,11 +211,7 @@ pub struct MemoryLogSource {
 
 impl MemoryLogSource {
     pub fn new(log: MemoryLog) -> Self {
-        Self {
-            log,
-            max_in_flight: 16,
-            drain_timeout: Duration::from_secs(5),
-        }
+        Self { log, max_in_flight: 16, drain_timeout: Duration::from_secs(5) }
     }
 
     /// The most records per partition it hands out before hearing back (at
@@ -253,19 +242,10 @@ impl MemoryLogSource {
             *cursor = index + 1;
             partition.position = entry.offset + 1;
             partition.tracker.register(entry.offset);
-            let tag = Tag {
-                partition: index,
-                offset: entry.offset,
-                delivery: *next_delivery,
-            };
+            let tag = Tag { partition: index, offset: entry.offset, delivery: *next_delivery };
             *next_delivery += 1;
             partition.in_flight.insert(entry.offset, tag.delivery);
-            return Some(record(
-                self.log.topic(),
-                &partition.scope,
-                entry,
-                Ack::channel(tag, ack_tx.clone()),
-            ));
+            return Some(record(self.log.topic(), &partition.scope, entry, Ack::channel(tag, ack_tx.clone())));
         }
         None
     }
@@ -318,9 +298,7 @@ impl Source for MemoryLogSource {
             tokio::pin!(appended);
             appended.as_mut().enable();
 
-            if let Some(record) =
-                self.next_record(&mut partitions, &mut cursor, &mut next_delivery, &ack_tx)
-            {
+            if let Some(record) = self.next_record(&mut partitions, &mut cursor, &mut next_delivery, &ack_tx) {
                 // A record not sent is dropped and its ack reports Retry,
                 // which the drain below settles like any other.
                 tokio::select! {
@@ -343,10 +321,7 @@ impl Source for MemoryLogSource {
         // committed offset by the next consumer.
         let drain = tokio::time::sleep(self.drain_timeout);
         tokio::pin!(drain);
-        while partitions
-            .iter()
-            .any(|partition| !partition.in_flight.is_empty())
-        {
+        while partitions.iter().any(|partition| !partition.in_flight.is_empty()) {
             tokio::select! {
                 biased;
                 Some((tag, outcome)) = ack_rx.recv() => partitions[tag.partition].settle(&self.log, tag, outcome),
@@ -367,9 +342,7 @@ pub struct MemoryLogFixture {
 impl MemoryLogFixture {
     /// A fresh log named `topic` with `partitions` partitions.
     pub fn new(partitions: usize) -> Self {
-        Self {
-            log: MemoryLog::new("topic", partitions),
-        }
+        Self { log: MemoryLog::new("topic", partitions) }
     }
 
     pub fn log(&self) -> &MemoryLog {
@@ -429,19 +402,9 @@ mod tests {
         let (out, rx) = mpsc::channel(8);
         let (state, _) = tokio::sync::watch::channel(SourceState::Starting);
         let shutdown = CancellationToken::new();
-        let cx = SourceContext {
-            mapping: Arc::from("test"),
-            out,
-            shutdown: shutdown.clone(),
-            state,
-        };
+        let cx = SourceContext { mapping: Arc::from("test"), out, shutdown: shutdown.clone(), state };
         let task = tokio::spawn(Box::new(MemoryLogSource::new(log.clone())).run(cx));
-        Harness {
-            log: log.clone(),
-            rx,
-            shutdown,
-            task,
-        }
+        Harness { log: log.clone(), rx, shutdown, task }
     }
 
     impl Harness {
@@ -477,11 +440,7 @@ mod tests {
         r1.ack.complete(Outcome::Retry("again".into()));
         r0.ack.complete(Outcome::Delivered);
         h.settle().await;
-        assert_eq!(
-            h.log.committed(0),
-            1,
-            "the retried offset holds the commit back"
-        );
+        assert_eq!(h.log.committed(0), 1, "the retried offset holds the commit back");
 
         // The source rewound to 1: whatever it had read past it comes again.
         let mut again = h.next().await;

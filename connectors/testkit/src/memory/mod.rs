@@ -12,6 +12,4 @@ mod log;
 mod queue;
 
 pub use log::{LogEntry, MemoryLog, MemoryLogFixture, MemoryLogSource, value};
-pub use queue::{
-    Delivery, MemoryQueue, MemoryQueueFixture, MemoryQueueSource, QueueConsumer, body,
-};
+pub use queue::{Delivery, MemoryQueue, MemoryQueueFixture, MemoryQueueSource, QueueConsumer, body};

@@ -7,8 +7,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde_json::json;
 use switchyard_sdk::{
-    Ack, ConnectorError, Envelope, Outcome, Record, RecordsEnvelope, Source, SourceContext,
-    SourceState,
+    Ack, ConnectorError, Envelope, Outcome, Record, RecordsEnvelope, Source, SourceContext, SourceState,
 };
 use tokio::sync::{Notify, futures::Notified, mpsc};
 
@@ -74,14 +73,7 @@ impl MemoryQueue {
         let mut state = self.lock();
         let id = state.next_id;
         state.next_id += 1;
-        state.messages.insert(
-            id,
-            Message {
-                body: body.into(),
-                sent_at: SystemTime::now(),
-                receive_count: 0,
-            },
-        );
+        state.messages.insert(id, Message { body: body.into(), sent_at: SystemTime::now(), receive_count: 0 });
         state.ready.push_back(id);
         drop(state);
         self.shared.visible.notify_waiters();
@@ -92,10 +84,7 @@ impl MemoryQueue {
         let mut state = self.lock();
         let id = state.next_consumer;
         state.next_consumer += 1;
-        QueueConsumer {
-            queue: self.clone(),
-            id,
-        }
+        QueueConsumer { queue: self.clone(), id }
     }
 
     /// Messages not yet deleted or dead-lettered, visible or not.
@@ -126,10 +115,7 @@ impl MemoryQueue {
     fn lock(&self) -> MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked: every change is
         // made under one lock acquisition.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shared.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -234,11 +220,7 @@ pub struct MemoryQueueSource {
 
 impl MemoryQueueSource {
     pub fn new(queue: MemoryQueue) -> Self {
-        Self {
-            queue,
-            prefetch: 32,
-            drain_timeout: Duration::from_secs(5),
-        }
+        Self { queue, prefetch: 32, drain_timeout: Duration::from_secs(5) }
     }
 
     /// The most messages it keeps unsettled at once (at least 1).
@@ -402,10 +384,7 @@ mod tests {
         assert!(consumer.settle(first[0].tag, &retry()));
         let again = consumer.receive(10);
         assert_eq!((again[0].body.as_str(), again[0].receive_count), ("a", 2));
-        assert!(
-            !consumer.settle(first[0].tag, &Outcome::Delivered),
-            "an old tag settles nothing"
-        );
+        assert!(!consumer.settle(first[0].tag, &Outcome::Delivered), "an old tag settles nothing");
         assert!(consumer.settle(again[0].tag, &Outcome::Delivered));
         assert!(consumer.settle(second[0].tag, &Outcome::Reject("bad".into())));
         assert!(queue.is_empty());

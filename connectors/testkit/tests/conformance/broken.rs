@@ -8,8 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 use switchyard_sdk::{
-    Ack, ConnectorError, Envelope, OffsetTracker, Outcome, Record, RecordsEnvelope, Source,
-    SourceContext,
+    Ack, ConnectorError, Envelope, OffsetTracker, Outcome, Record, RecordsEnvelope, Source, SourceContext,
 };
 use switchyard_testkit::Fixture;
 use switchyard_testkit::memory::{MemoryLog, MemoryQueue};
@@ -34,20 +33,14 @@ pub struct BrokenQueue {
 
 impl BrokenQueue {
     pub fn new(bug: QueueBug) -> Self {
-        Self {
-            queue: MemoryQueue::new(),
-            bug,
-        }
+        Self { queue: MemoryQueue::new(), bug }
     }
 }
 
 #[async_trait]
 impl Fixture for BrokenQueue {
     async fn source(&self) -> Box<dyn Source> {
-        Box::new(BrokenQueueSource {
-            queue: self.queue.clone(),
-            bug: self.bug,
-        })
+        Box::new(BrokenQueueSource { queue: self.queue.clone(), bug: self.bug })
     }
 
     async fn produce(&self, payloads: &[String]) {
@@ -152,20 +145,14 @@ pub struct BrokenLog {
 
 impl BrokenLog {
     pub fn new(bug: LogBug) -> Self {
-        Self {
-            log: MemoryLog::new("topic", 4),
-            bug,
-        }
+        Self { log: MemoryLog::new("topic", 4), bug }
     }
 }
 
 #[async_trait]
 impl Fixture for BrokenLog {
     async fn source(&self) -> Box<dyn Source> {
-        Box::new(BrokenLogSource {
-            log: self.log.clone(),
-            bug: self.bug,
-        })
+        Box::new(BrokenLogSource { log: self.log.clone(), bug: self.bug })
     }
 
     async fn produce(&self, payloads: &[String]) {
@@ -217,12 +204,7 @@ impl BrokenLogSource {
                 part.in_flight.retain(|&offset, _| offset < tag.offset);
                 part.position = part.position.min(tag.offset);
             }
-            (LogBug::CommitEveryDelivered, _) => {
-                let next = tag.offset + 1;
-                if std::env::var("TMP_MAX").is_err() || next > self.log.committed(tag.partition) {
-                    self.log.commit(tag.partition, next)
-                }
-            }
+            (LogBug::CommitEveryDelivered, _) => self.log.commit(tag.partition, tag.offset + 1),
             (LogBug::RedeliverLater, Outcome::Retry(_)) => part.retry.push_back(tag.offset),
             (LogBug::RedeliverLater, _) => {
                 if let Some(checkpoint) = part.tracker.complete(tag.offset) {
@@ -258,15 +240,9 @@ impl Source for BrokenLogSource {
 
     async fn run(self: Box<Self>, cx: SourceContext) -> Result<(), ConnectorError> {
         let topic = self.log.topic().to_string();
-        let scopes: Vec<Arc<str>> = (0..self.log.partitions())
-            .map(|p| Arc::from(format!("{topic}-{p}")))
-            .collect();
-        let mut partitions: Vec<Partition> = (0..scopes.len())
-            .map(|p| Partition {
-                position: self.log.committed(p),
-                ..Partition::default()
-            })
-            .collect();
+        let scopes: Vec<Arc<str>> = (0..self.log.partitions()).map(|p| Arc::from(format!("{topic}-{p}"))).collect();
+        let mut partitions: Vec<Partition> =
+            (0..scopes.len()).map(|p| Partition { position: self.log.committed(p), ..Partition::default() }).collect();
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(Tag, Outcome)>();
         let (mut cursor, mut delivery) = (0usize, 0u64);
         loop {
@@ -300,11 +276,7 @@ impl Source for BrokenLogSource {
             };
             delivery += 1;
             partitions[partition].in_flight.insert(offset, delivery);
-            let tag = Tag {
-                partition,
-                offset,
-                delivery,
-            };
+            let tag = Tag { partition, offset, delivery };
             let record = Record {
                 id: format!("{}@{offset}", scopes[partition]),
                 scope: Some(scopes[partition].clone()),
