@@ -4,6 +4,11 @@ use clap::Parser;
 use switchyard::cli::{Cli, Command, LogFormat};
 use switchyard::config::Config;
 
+// Many small allocations per event (HTTP, JSON) across worker threads: mimalloc
+// keeps them cheap and returns memory to the OS promptly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -189,16 +189,35 @@ impl Store {
         Ok(Store { jobs: tx, path })
     }
 
-    /// Runs `f` inside the next group transaction; resolves after the commit.
+    /// Runs `f` inside the next group transaction, in a savepoint of its own;
+    /// resolves after the commit.
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run(f, true).await
+    }
+
+    /// As [`Store::call`], for a job of one statement, which SQLite already
+    /// applies whole or not at all: no savepoint needed.
+    async fn call_one<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.run(f, false).await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        savepoint: bool,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         let path = self.path.display().to_string();
         let job: Job = Box::new(move |conn| {
             let result = match conn {
-                Some(conn) => in_savepoint(conn, f).map_err(|e| e.to_string()),
+                Some(conn) if savepoint => in_savepoint(conn, f).map_err(|e| e.to_string()),
+                Some(conn) => f(conn).map_err(|e| e.to_string()),
                 None => Err("cannot begin a transaction".to_string()),
             };
             Box::new(move |commit_error: Option<&str>| {
@@ -216,7 +235,7 @@ impl Store {
     }
 
     pub async fn enqueue(&self, event: NewEvent) -> Result<i64, StoreError> {
-        self.call(move |c| insert_event(c, &event)).await
+        self.call_one(move |c| insert_event(c, &event)).await
     }
 
     /// Claims up to `limit` events of `function` due at `now`, oldest due
@@ -242,7 +261,8 @@ impl Store {
 
     /// Ends the claim on an event (whatever became of it).
     pub async fn release(&self, id: i64) -> Result<(), StoreError> {
-        self.call(move |c| c.execute("DELETE FROM temp.claimed WHERE id = ?1", [id]).map(|_| ())).await
+        self.call_one(move |c| c.prepare_cached("DELETE FROM temp.claimed WHERE id = ?1")?.execute([id]).map(|_| ()))
+            .await
     }
 
     /// The earliest `due_at` of `function`'s unclaimed events.
@@ -261,12 +281,13 @@ impl Store {
     }
 
     pub async fn delete(&self, id: i64) -> Result<(), StoreError> {
-        self.call(move |c| c.execute("DELETE FROM async_events WHERE id = ?1", [id]).map(|_| ())).await
+        self.call_one(move |c| c.prepare_cached("DELETE FROM async_events WHERE id = ?1")?.execute([id]).map(|_| ()))
+            .await
     }
 
     /// Writes back an event's retry state.
     pub async fn update(&self, event: QueuedEvent) -> Result<(), StoreError> {
-        self.call(move |c| {
+        self.call_one(move |c| {
             c.prepare_cached(
                 "UPDATE async_events SET due_at = ?2, attempts = ?3, invokes = ?4, throttles = ?5, phase = ?6, \
                  destination_record = ?7, error_type = ?8, error_message = ?9, first_attempt_at = ?10, \
@@ -481,10 +502,10 @@ fn dead_letter_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
 /// Each job runs in its own savepoint, so a failing job leaves no half-done
 /// writes in the group and does not fail its neighbours.
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     match f(conn) {
         Ok(v) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.prepare_cached("RELEASE job")?.execute([])?;
             Ok(v)
         }
         Err(e) => {
@@ -503,7 +524,7 @@ fn writer(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(error) = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])) {
             tracing::error!(%error, "state store cannot begin a transaction");
             let replies: Vec<Reply> = group.into_iter().map(|job| job(None)).collect();
             let message = error.to_string();
@@ -511,7 +532,7 @@ fn writer(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
             continue;
         }
         let replies: Vec<Reply> = group.into_iter().map(|job| job(Some(&conn))).collect();
-        let commit = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+        let commit = conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).err().map(|e| e.to_string());
         if commit.is_some() {
             let _ = conn.execute_batch("ROLLBACK");
         }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 use switchyard_http::apigw;
 
@@ -80,7 +79,7 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         request_id: &request_id,
         received_at,
     });
-    let payload = Bytes::from(event.to_string());
+    let payload = event.to_json();
     match route.mode {
         WebhookMode::Async => match app.queue.accept(&route.function.name, &route.mapping, payload).await {
             Ok(request_id) => {

@@ -1,6 +1,7 @@
 //! API Gateway HTTP API, payload format 2.0: the request event and the
 //! function-result-to-response mapping.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use base64::Engine as _;
@@ -8,7 +9,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// What the webhook handler knows about one request.
 pub struct Request<'a> {
@@ -23,21 +25,89 @@ pub struct Request<'a> {
     pub received_at: DateTime<Utc>,
 }
 
+/// The event Lambda receives from an HTTP API route. It borrows from the
+/// request and serializes straight to JSON: no intermediate JSON tree on the
+/// webhook's hot path.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event<'a> {
+    version: &'static str,
+    route_key: String,
+    raw_path: &'a str,
+    raw_query_string: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cookies: Vec<&'a str>,
+    #[serde(serialize_with = "pairs_as_map")]
+    headers: Vec<(&'a str, Cow<'a, str>)>,
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "pairs_as_map")]
+    query_string_parameters: Vec<(String, String)>,
+    request_context: RequestContext<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Cow<'a, str>>,
+    is_base64_encoded: bool,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestContext<'a> {
+    account_id: &'static str,
+    api_id: &'static str,
+    domain_name: &'a str,
+    domain_prefix: &'a str,
+    http: HttpContext<'a>,
+    request_id: &'a str,
+    route_key: String,
+    stage: &'static str,
+    time: String,
+    time_epoch: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct HttpContext<'a> {
+    method: &'a str,
+    path: &'a str,
+    protocol: &'a str,
+    source_ip: String,
+    user_agent: &'a str,
+}
+
+fn pairs_as_map<S: serde::Serializer, K: Serialize, V: Serialize>(pairs: &[(K, V)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+impl Event<'_> {
+    pub fn to_json(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("an event always serializes"))
+    }
+}
+
 /// Builds the event Lambda receives from an HTTP API route.
-pub fn event(req: &Request<'_>) -> Value {
-    let route_key = format!("{} {}", req.method, req.path);
-    let mut headers = Map::new();
+pub fn event<'a>(req: &Request<'a>) -> Event<'a> {
+    let mut headers = Vec::with_capacity(req.headers.keys_len());
     let mut cookies = Vec::new();
     for name in req.headers.keys() {
-        let values: Vec<&str> = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+        let mut values = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
         if name == http::header::COOKIE {
             // HTTP API moves cookies out of the headers into their own list.
-            cookies.extend(values.iter().flat_map(|v| v.split(';')).map(|c| c.trim().to_string()));
+            cookies.extend(values.flat_map(|v| v.split(';')).map(str::trim).filter(|c| !c.is_empty()));
             continue;
         }
         // Header names arrive lower-cased from `http`; repeated headers are
         // joined with commas, as HTTP API does.
-        headers.insert(name.as_str().to_string(), Value::String(values.join(",")));
+        let first = values.next().unwrap_or_default();
+        let value = match values.next() {
+            None => Cow::Borrowed(first),
+            Some(second) => {
+                let mut joined = format!("{first},{second}");
+                values.for_each(|v| {
+                    joined.push(',');
+                    joined.push_str(v);
+                });
+                Cow::Owned(joined)
+            }
+        };
+        headers.push((name.as_str(), value));
     }
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
     let host = header("host").unwrap_or("localhost");
@@ -49,73 +119,76 @@ pub fn event(req: &Request<'_>) -> Value {
                 && port.chars().all(|c| c.is_ascii_digit())
                 && (!name.contains(':') || name.ends_with(']')) =>
         {
-            name.to_string()
+            name
         }
-        _ => host.to_string(),
+        _ => host,
     };
-    let domain_prefix = domain.split('.').next().unwrap_or_default().to_string();
-
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": route_key,
-        "rawPath": req.path,
-        "rawQueryString": req.query.unwrap_or(""),
-        "headers": headers,
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "switchyard",
-            "domainName": domain,
-            "domainPrefix": domain_prefix,
-            "http": {
-                "method": req.method,
-                "path": req.path,
-                "protocol": req.protocol,
-                "sourceIp": req.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                "userAgent": header("user-agent").unwrap_or(""),
+    let domain_prefix = domain.split('.').next().unwrap_or_default();
+    let (body, is_base64_encoded) = match std::str::from_utf8(req.body) {
+        _ if req.body.is_empty() => (None, false),
+        Ok(text) => (Some(Cow::Borrowed(text)), false),
+        Err(_) => (Some(Cow::Owned(BASE64.encode(req.body))), true),
+    };
+    let route_key = format!("{} {}", req.method, req.path);
+    Event {
+        version: "2.0",
+        route_key: route_key.clone(),
+        raw_path: req.path,
+        raw_query_string: req.query.unwrap_or(""),
+        cookies,
+        headers,
+        query_string_parameters: req.query.map(query_parameters).unwrap_or_default(),
+        request_context: RequestContext {
+            account_id: "000000000000",
+            api_id: "switchyard",
+            domain_name: domain,
+            domain_prefix,
+            http: HttpContext {
+                method: req.method,
+                path: req.path,
+                protocol: req.protocol,
+                source_ip: req.source_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                user_agent: header("user-agent").unwrap_or(""),
             },
-            "requestId": req.request_id,
-            "routeKey": format!("{} {}", req.method, req.path),
-            "stage": "$default",
-            "time": req.received_at.format("%d/%b/%Y:%H:%M:%S %z").to_string(),
-            "timeEpoch": req.received_at.timestamp_millis(),
+            request_id: req.request_id,
+            route_key,
+            stage: "$default",
+            time: clf_time(req.received_at),
+            time_epoch: req.received_at.timestamp_millis(),
         },
-        "isBase64Encoded": false,
-    });
-    let obj = event.as_object_mut().expect("built as an object");
-    if !cookies.is_empty() {
-        obj.insert("cookies".into(), json!(cookies));
+        body,
+        is_base64_encoded,
     }
-    if let Some(params) = req.query.filter(|q| !q.is_empty()).map(query_parameters) {
-        obj.insert("queryStringParameters".into(), Value::Object(params));
-    }
-    if !req.body.is_empty() {
-        match std::str::from_utf8(req.body) {
-            Ok(text) => {
-                obj.insert("body".into(), Value::String(text.to_string()));
-            }
-            Err(_) => {
-                obj.insert("body".into(), Value::String(BASE64.encode(req.body)));
-                obj.insert("isBase64Encoded".into(), Value::Bool(true));
-            }
-        }
-    }
-    event
+}
+
+/// `04/Mar/2020:19:03:58 +0000`, API Gateway's request time (the common log
+/// format), written without a format-string parser on the hot path.
+fn clf_time(t: DateTime<Utc>) -> String {
+    use chrono::{Datelike, Timelike};
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    format!(
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
+        t.day(),
+        MONTHS[t.month0() as usize],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// `a=1&a=2&b=x%20y` -> `{"a": "1,2", "b": "x y"}`, as HTTP API decodes them.
-fn query_parameters(query: &str) -> Map<String, Value> {
-    let mut params: Map<String, Value> = Map::new();
+fn query_parameters(query: &str) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (k, v) = (percent_decode(k), percent_decode(v));
-        match params.get_mut(&k) {
-            Some(Value::String(existing)) => {
+        match params.iter_mut().find(|(name, _)| *name == k) {
+            Some((_, existing)) => {
                 existing.push(',');
                 existing.push_str(&v);
             }
-            _ => {
-                params.insert(k, Value::String(v));
-            }
+            None => params.push((k, v)),
         }
     }
     params
@@ -210,6 +283,7 @@ pub fn response(result: &[u8]) -> Result<Response, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn request<'a>(headers: &'a HeaderMap, body: &'a [u8], query: Option<&'a str>) -> Request<'a> {
         Request {
@@ -234,7 +308,7 @@ mod tests {
         headers.append("x-multi", HeaderValue::from_static("a"));
         headers.append("x-multi", HeaderValue::from_static("b"));
         headers.insert("cookie", HeaderValue::from_static("s=1; t=2"));
-        let e = event(&request(&headers, br#"{"id":1}"#, Some("a=1&a=2&q=x%20y")));
+        let e = serde_json::to_value(event(&request(&headers, br#"{"id":1}"#, Some("a=1&a=2&q=x%20y")))).unwrap();
         assert_eq!(e["version"], "2.0");
         assert_eq!(e["routeKey"], "POST /hooks/orders");
         assert_eq!(e["rawQueryString"], "a=1&a=2&q=x%20y");
@@ -256,7 +330,7 @@ mod tests {
     #[test]
     fn binary_body_is_base64() {
         let headers = HeaderMap::new();
-        let e = event(&request(&headers, &[0xff, 0x00, 0x10], None));
+        let e = serde_json::to_value(event(&request(&headers, &[0xff, 0x00, 0x10], None))).unwrap();
         assert_eq!(e["isBase64Encoded"], true);
         assert_eq!(e["body"], "/wAQ");
         assert!(e.get("queryStringParameters").is_none());

@@ -30,10 +30,11 @@
 //! # Using it in a connector
 //!
 //! Implement [`Fixture`] for a fresh queue or topic on the test broker, and run
-//! [`Conformance`] against it from an `#[ignore]`d test (or one gated on an
-//! environment variable) so `cargo test` does not need the broker:
+//! [`Conformance`] against it from an ordinary test. The broker is real and
+//! started by `scripts/test`; a test that cannot reach it fails, it never skips.
+//! In outline (the names of the Kafka helpers are the connector's own):
 //!
-//! ```ignore
+//! ```text
 //! use async_trait::async_trait;
 //! use switchyard_sdk::{Record, Source};
 //! use switchyard_testkit::{Conformance, Fixture};
@@ -68,7 +69,6 @@
 //! }
 //!
 //! #[tokio::test]
-//! #[ignore = "needs a Kafka broker: KAFKA_BROKERS"]
 //! async fn kafka_source_conforms() {
 //!     let fixture = KafkaFixture::fresh().await;
 //!     let report = Conformance::default().run(&fixture).await.unwrap_or_else(|v| panic!("{v}"));
