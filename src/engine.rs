@@ -55,6 +55,21 @@ fn lock_state_dir(dir: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
+/// A mapping's source waiting to be started once the functions are up.
+struct PendingSource {
+    mapping: String,
+    source: Box<dyn switchyard_sdk::Source>,
+    function: Arc<Function>,
+    state: watch::Sender<SourceState>,
+}
+
+/// What the mappings of a config turn into.
+struct Mappings {
+    webhooks: HashMap<String, WebhookRoute>,
+    info: Vec<MappingInfo>,
+    sources: Vec<PendingSource>,
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let _lock = lock_state_dir(&config.state.dir)?;
@@ -76,149 +91,53 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Supervised function processes live until everything else has stopped.
     let processes_stop = CancellationToken::new();
     let processes = TaskTracker::new();
-    let mut supervised = Vec::new();
-    for (name, fc) in &config.functions {
-        if let Some(http) = &fc.http
-            && let Some(command) = &http.command
-        {
-            let spec = process::ProcessSpec {
-                function: name.clone(),
-                command: command.clone(),
-                env: http.env.clone(),
-                dir: http.dir.clone(),
-            };
-            processes.spawn(process::supervise(spec, processes_stop.child_token()));
-            supervised.push(functions[name].clone());
-        }
-    }
+    let supervised = start_processes(&config, &functions, &processes, &processes_stop);
+    let mappings = build_mappings(&config, &functions)?;
+    let mapping_count = mappings.info.len();
 
-    let sources_stop = CancellationToken::new();
-    let sources = TaskTracker::new();
-    let mut webhooks = HashMap::new();
-    let mut mappings = Vec::new();
-    let mut pending_sources = Vec::new();
-    for mapping in &config.mappings {
-        let function = functions[&mapping.function].clone();
-        let (state_tx, state_rx) = watch::channel(SourceState::Starting);
-        match &mapping.source {
-            SourceConfig::Webhook(hook) => {
-                state_tx.send_replace(SourceState::Running);
-                webhooks.insert(
-                    hook.path.clone(),
-                    WebhookRoute {
-                        mapping: Arc::from(mapping.name.as_str()),
-                        function,
-                        mode: hook.mode,
-                        methods: hook.methods.as_ref().map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
-                    },
-                );
-                mappings.push(MappingInfo {
-                    name: mapping.name.clone(),
-                    source: "webhook",
-                    function: mapping.function.clone(),
-                    detail: json!({ "path": hook.path, "mode": format!("{:?}", hook.mode).to_lowercase() }),
-                    state: state_rx,
-                });
-                // A webhook has no task: it lives in the server.
-                drop(state_tx);
-            }
-            #[cfg(feature = "schedule")]
-            SourceConfig::Schedule(schedule) => {
-                let source = switchyard_schedule::ScheduleSource::new(&mapping.name, schedule)
-                    .with_context(|| format!("mapping {}", mapping.name))?;
-                mappings.push(MappingInfo {
-                    name: mapping.name.clone(),
-                    source: "schedule",
-                    function: mapping.function.clone(),
-                    detail: json!({ "expression": schedule.expression, "timezone": schedule.timezone }),
-                    state: state_rx,
-                });
-                pending_sources.push((
-                    mapping.name.clone(),
-                    Box::new(source) as Box<dyn switchyard_sdk::Source>,
-                    function,
-                    state_tx,
-                ));
-            }
-        }
-    }
-
-    let app = Arc::new(AppState::new(functions.clone(), webhooks, queue.clone(), mappings, metrics));
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("server.listen {}: cannot listen", config.server.listen))?;
-    let addr = listener.local_addr()?;
+    let app = Arc::new(AppState::new(functions.clone(), mappings.webhooks, queue.clone(), mappings.info, metrics));
     let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        let router = server::router(app.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        })
-    };
-    tracing::info!(%addr, "listening");
+    let server = serve(&config, app.clone(), server_stop.clone()).await?;
 
     let signals = shutdown_signal();
     tokio::pin!(signals);
-    // Wait for supervised functions to listen before starting sources, so a
-    // first tick does not race the function's start.
-    let waiting = async {
-        for f in &supervised {
-            if let Some(endpoint) = f.endpoint() {
-                if process::wait_listening(endpoint, FUNCTION_START_LIMIT, &processes_stop).await {
-                    tracing::info!(function = %f.name, %endpoint, "function is listening");
-                } else {
-                    tracing::warn!(function = %f.name, %endpoint, "function is not listening yet; starting anyway");
-                }
-            }
-        }
-    };
+    // Sources start once supervised functions listen, so a first tick does
+    // not race the function's start.
     let interrupted = tokio::select! {
-        _ = waiting => false,
+        _ = wait_for_functions(&supervised, &processes_stop) => false,
         _ = &mut signals => true,
     };
 
+    let sources_stop = CancellationToken::new();
+    let sources = TaskTracker::new();
     let async_stop = CancellationToken::new();
     let workers = TaskTracker::new();
     if !interrupted {
         queue.start(&functions, &client, async_stop.clone(), &workers)?;
-        for (name, source, function, state) in pending_sources {
+        for p in mappings.sources {
             crate::sources::spawn_async_mapping(
-                &name,
-                source,
-                function,
+                &p.mapping,
+                p.source,
+                p.function,
                 queue.clone(),
-                state,
+                p.state,
                 sources_stop.child_token(),
                 &sources,
             );
         }
-        {
-            let queue = queue.clone();
-            let stop = async_stop.clone();
-            workers.spawn(async move {
-                loop {
-                    queue.refresh_metrics(&function_list).await;
-                    tokio::select! {
-                        _ = tokio::time::sleep(METRICS_REFRESH) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            });
-        }
+        workers.spawn(refresh_metrics(queue.clone(), function_list, async_stop.clone()));
         app.ready.store(true, Ordering::Release);
         tracing::info!(
             functions = functions.len(),
-            mappings = config.mappings.len(),
+            mappings = mapping_count,
             startup_ms = started.elapsed().as_millis() as u64,
             "switchyard is ready"
         );
         signals.await;
     }
 
-    // Shutdown, in order, within the grace period.
+    // Shutdown, in order, within the grace period: stop intake, let in-flight
+    // work finish, stop the server, then the function processes.
     let deadline = tokio::time::Instant::now() + config.server.shutdown_grace;
     tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: intake stopped");
     app.draining.store(true, Ordering::Release);
@@ -244,6 +163,116 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     processes.wait().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the processes behind functions with `http.command`; returns those functions.
+fn start_processes(
+    config: &Config,
+    functions: &HashMap<String, Arc<Function>>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) -> Vec<Arc<Function>> {
+    let mut supervised = Vec::new();
+    for (name, fc) in &config.functions {
+        if let Some(http) = &fc.http
+            && let Some(command) = &http.command
+        {
+            let spec = process::ProcessSpec {
+                function: name.clone(),
+                command: command.clone(),
+                env: http.env.clone(),
+                dir: http.dir.clone(),
+            };
+            tracker.spawn(process::supervise(spec, stop.child_token()));
+            supervised.push(functions[name].clone());
+        }
+    }
+    supervised
+}
+
+async fn wait_for_functions(supervised: &[Arc<Function>], stop: &CancellationToken) {
+    for f in supervised {
+        if let Some(endpoint) = f.endpoint() {
+            if process::wait_listening(endpoint, FUNCTION_START_LIMIT, stop).await {
+                tracing::info!(function = %f.name, %endpoint, "function is listening");
+            } else {
+                tracing::warn!(function = %f.name, %endpoint, "function is not listening yet; starting anyway");
+            }
+        }
+    }
+}
+
+fn build_mappings(config: &Config, functions: &HashMap<String, Arc<Function>>) -> anyhow::Result<Mappings> {
+    let mut out = Mappings { webhooks: HashMap::new(), info: Vec::new(), sources: Vec::new() };
+    for mapping in &config.mappings {
+        let function = functions[&mapping.function].clone();
+        let (state, state_rx) = watch::channel(SourceState::Starting);
+        let (source, detail) = match &mapping.source {
+            SourceConfig::Webhook(hook) => {
+                // A webhook has no task of its own: it lives in the server.
+                state.send_replace(SourceState::Running);
+                out.webhooks.insert(
+                    hook.path.clone(),
+                    WebhookRoute {
+                        mapping: Arc::from(mapping.name.as_str()),
+                        function,
+                        mode: hook.mode,
+                        methods: hook.methods.as_ref().map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
+                    },
+                );
+                ("webhook", json!({ "path": hook.path, "mode": format!("{:?}", hook.mode).to_lowercase() }))
+            }
+            #[cfg(feature = "schedule")]
+            SourceConfig::Schedule(schedule) => {
+                let source = switchyard_schedule::ScheduleSource::new(&mapping.name, schedule)
+                    .with_context(|| format!("mapping {}", mapping.name))?;
+                out.sources.push(PendingSource {
+                    mapping: mapping.name.clone(),
+                    source: Box::new(source),
+                    function,
+                    state,
+                });
+                ("schedule", json!({ "expression": schedule.expression, "timezone": schedule.timezone }))
+            }
+        };
+        out.info.push(MappingInfo {
+            name: mapping.name.clone(),
+            source,
+            function: mapping.function.clone(),
+            detail,
+            state: state_rx,
+        });
+    }
+    Ok(out)
+}
+
+/// Binds `server.listen` and serves until `stop` is cancelled.
+async fn serve(
+    config: &Config,
+    app: Arc<AppState>,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("server.listen {}: cannot listen", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    let router = server::router(app);
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    }))
+}
+
+async fn refresh_metrics(queue: Arc<AsyncQueue>, functions: Vec<Arc<Function>>, stop: CancellationToken) {
+    loop {
+        queue.refresh_metrics(&functions).await;
+        tokio::select! {
+            _ = tokio::time::sleep(METRICS_REFRESH) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -241,3 +241,108 @@ async fn sigterm_finishes_in_flight_work_and_refuses_new_work() {
     assert!(signalled.elapsed() < Duration::from_secs(10));
     assert_eq!(function.received().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_invoke_prints_results_and_fails_on_function_errors() {
+    let function = FunctionServer::start(|r, _| {
+        if r.body["fail"] == true {
+            (500, vec![], json!({"errorType": "Nope", "errorMessage": "asked to fail"}).to_string())
+        } else {
+            (200, vec![], json!({"echo": r.body}).to_string())
+        }
+    })
+    .await;
+    let sy = Switchyard::start(&config(&function.url(), "", ""));
+    let url = format!("http://{}", sy.addr);
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || std::process::Command::new(common::BIN).args(args).output().unwrap())
+    };
+    let out =
+        run(vec!["invoke".into(), "f".into(), "--payload".into(), r#"{"a":1}"#.into(), "--url".into(), url.clone()])
+            .await
+            .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed, json!({"echo": {"a": 1}}));
+
+    let out = run(vec![
+        "invoke".into(),
+        "f".into(),
+        "--payload".into(),
+        r#"{"fail":true}"#.into(),
+        "--url".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("asked to fail"));
+
+    let out = run(vec!["invoke".into(), "ghost".into(), "--url".into(), url.clone()]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ResourceNotFoundException"));
+
+    let out = run(vec![
+        "invoke".into(),
+        "f".into(),
+        "--async".into(),
+        "--payload".into(),
+        r#"{"b":2}"#.into(),
+        "--url".into(),
+        url,
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queued"));
+    let got = function.wait_for(3, Duration::from_secs(10)).await;
+    assert!(got.iter().any(|r| r.body == json!({"b": 2})));
+}
+
+/// A function process that serves one request and exits, to be restarted.
+const ONE_SHOT_FUNCTION: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('content-length', 0)))
+        body = b'{"served":true}'
+        self.send_response(200)
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H)
+print('serving once', flush=True)
+server.handle_request()
+sys.exit(3)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervised_function_process_is_restarted_after_it_exits() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("one_shot.py"), ONE_SHOT_FUNCTION).unwrap();
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let text = format!(
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  once:\n    http:\n      url: http://127.0.0.1:{port}/\n      command: [{python}, one_shot.py, \"{port}\"]\n      dir: {}\nmappings:\n  - {{ name: w, source: {{ webhook: {{ path: /w }} }}, function: once }}\n",
+        dir.path().display()
+    );
+    let sy = Switchyard::start(&text);
+    let http = client();
+    for round in 0..3 {
+        let body: Value = common::eventually(Duration::from_secs(15), "the function to answer", async || {
+            let r = http.post(sy.url("/w")).body("{}").send().await.ok()?;
+            if r.status() == 200 { r.json().await.ok() } else { None }
+        })
+        .await;
+        assert_eq!(body, json!({"served": true}), "round {round}");
+    }
+    let logs = sy.logs();
+    let exits = logs.iter().filter(|l| l["message"] == "function process exited").count();
+    assert!(exits >= 2, "the process served once per start and was restarted: {exits} exits");
+    assert!(
+        logs.iter().any(|l| l["message"] == "serving once" && l["function"] == "once"),
+        "the process's output is relayed to the log"
+    );
+}

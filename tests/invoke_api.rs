@@ -41,6 +41,27 @@ async fn boto3_invoke_conforms() {
         "boto3 checks failed (is boto3 installed? scripts/test installs it)\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+
+    // The AWS CLI (version 1 from PyPI takes the payload as raw JSON; version 2
+    // needs --cli-binary-format raw-in-base64-out for the same).
+    let aws = std::path::Path::new(&python()).with_file_name("aws");
+    let out_file = sy.dir.join("out.json");
+    let endpoint = format!("http://{}", sy.addr);
+    let out = Command::new(&aws)
+        .args(["lambda", "invoke", "--endpoint-url", &endpoint, "--function-name", "echo"])
+        .args(["--payload", r#"{"cli":1}"#])
+        .arg(&out_file)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}; run scripts/test, which installs awscli", aws.display()));
+    assert!(out.status.success(), "aws lambda invoke failed: {}", String::from_utf8_lossy(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
+    assert_eq!(answer, json!({"cli": 1}));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["StatusCode"], 200);
+
     // The Event invocation reached the function through the async queue.
     let got = echo.wait_for(3, Duration::from_secs(10)).await;
     assert!(got.iter().any(|r| r.body == json!({"async": true})), "{got:?}");

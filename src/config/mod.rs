@@ -33,10 +33,15 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub state: StateConfig,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub functions: BTreeMap<String, FunctionConfig>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub mappings: Vec<MappingConfig>,
+}
+
+/// `mappings:` with every entry commented out is an empty list, not an error.
+fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Deserialize)]
