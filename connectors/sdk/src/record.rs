@@ -46,9 +46,24 @@ impl Batch {
     }
 }
 
-/// How a source's records are wrapped into the event a function receives.
+/// How a source's records are wrapped into the event a function receives,
+/// and how the function's answers about them are read.
 pub trait Envelope: Send + Sync {
     fn event(&self, records: &[&Value]) -> Value;
+
+    /// Maps one `itemIdentifier` of a partial batch response
+    /// (`{"batchItemFailures": [{"itemIdentifier": ...}]}`) to the [`Record::id`]
+    /// it names; `None` when it is not a valid identifier for this source, which
+    /// makes the whole batch count as failed, as Lambda does.
+    fn item_id(&self, identifier: &Value) -> Option<String> {
+        identifier.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    }
+
+    /// Lambda's `<Source>BatchInfo` of an on-failure record for these records:
+    /// the key (`"KafkaBatchInfo"`) and its value. `None` when the source has none.
+    fn batch_info(&self, _records: &[&Value]) -> Option<(&'static str, Value)> {
+        None
+    }
 }
 
 /// A batch of one is the event itself (webhooks, schedules); a larger batch is
