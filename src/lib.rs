@@ -4,8 +4,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod destination;
 pub mod engine;
 pub mod function;
+pub mod pipeline;
 pub mod queue;
 pub mod server;
 mod sources;

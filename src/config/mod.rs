@@ -181,6 +181,100 @@ pub struct MappingConfig {
     pub name: String,
     pub source: SourceConfig,
     pub function: String,
+    /// How records are grouped into one invocation (polled sources only);
+    /// the source's Lambda defaults when not set.
+    pub batch: Option<BatchConfig>,
+    /// Batches in flight per ordering scope (a partition), split by key: 1..=10.
+    #[serde(default = "defaults::parallelization")]
+    pub parallelization: NonZeroUsize,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Read `{"batchItemFailures": [...]}` answers and retry only those records.
+    #[serde(default)]
+    pub report_batch_item_failures: bool,
+    /// Where records go once retries or record age are spent; the embedded
+    /// dead-letter store when not set.
+    pub on_failure: Option<DestinationConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Records per invocation at most.
+    pub size: NonZeroUsize,
+    /// How long to wait for a batch to fill.
+    #[serde(default, with = "humantime_serde")]
+    pub window: Duration,
+    /// Payload bytes per invocation at most (`6MB`, `256KB` or a number).
+    #[serde(default = "defaults::max_bytes", deserialize_with = "bytesize::deserialize")]
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Retries after a function error; -1 retries forever (and stalls an
+    /// ordered scope behind a poison record until it succeeds).
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: i64,
+    /// Records older than this go to `on_failure` instead of the function.
+    #[serde(default, with = "humantime_serde")]
+    pub max_record_age: Option<Duration>,
+    /// On a function error, split the batch in two and retry each half.
+    #[serde(default)]
+    pub bisect_on_error: bool,
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: defaults::max_attempts(),
+            max_record_age: None,
+            bisect_on_error: false,
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+mod bytesize {
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Number(u64),
+        Text(String),
+    }
+
+    /// `6MB`, `256KB`, `1GB` (binary multiples, as Lambda's 6 MB limit is
+    /// 6,291,456 bytes) or a plain number of bytes.
+    pub fn parse(text: &str) -> Result<usize, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (digits, unit) = t.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| format!("{text:?}: expected a size like 6MB, 256KB or 1048576"))?;
+        let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "KB" | "KIB" => 1 << 10,
+            "MB" | "MIB" => 1 << 20,
+            "GB" | "GIB" => 1 << 30,
+            _ => return Err(format!("{text:?}: expected a size like 6MB, 256KB or 1048576")),
+        };
+        n.checked_mul(factor)
+            .filter(|&b| b > 0)
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| format!("{text:?}: expected a size above 0"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Number(0) => Err(D::Error::custom("expected a size above 0")),
+            Raw::Number(n) => usize::try_from(n).map_err(D::Error::custom),
+            Raw::Text(t) => parse(&t).map_err(D::Error::custom),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +283,27 @@ pub enum SourceConfig {
     Webhook(WebhookConfig),
     #[cfg(feature = "schedule")]
     Schedule(ScheduleConfig),
+}
+
+impl SourceConfig {
+    /// The source's kind as written in the config.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Webhook(_) => "webhook",
+            #[cfg(feature = "schedule")]
+            SourceConfig::Schedule(_) => "schedule",
+        }
+    }
+
+    /// Whether Switchyard polls it and delivers batches synchronously (with
+    /// `batch`, `retry` and `on_failure`), rather than accepting events.
+    pub fn is_polled(&self) -> bool {
+        match self {
+            SourceConfig::Webhook(_) => false,
+            #[cfg(feature = "schedule")]
+            SourceConfig::Schedule(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -214,6 +329,15 @@ pub enum WebhookMode {
 mod defaults {
     use super::*;
 
+    pub fn parallelization() -> NonZeroUsize {
+        NonZeroUsize::new(1).expect("non-zero")
+    }
+    pub fn max_bytes() -> usize {
+        6 * 1024 * 1024
+    }
+    pub fn max_attempts() -> i64 {
+        10
+    }
     pub fn listen() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 9000))
     }

@@ -27,6 +27,7 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
         if !config.functions.contains_key(&mapping.function) {
             return Err((format!("{at}.function"), unknown_function(config, &mapping.function)));
         }
+        validate_delivery(config, &at, mapping)?;
         match &mapping.source {
             SourceConfig::Webhook(hook) => {
                 let at = format!("{at}.source.webhook");
@@ -62,6 +63,49 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
         }
     }
     Ok(())
+}
+
+/// Batching, retries and `on_failure` belong to sources Switchyard polls;
+/// webhooks and schedules go through the function's async settings instead.
+fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Result<(), Invalid> {
+    let polled = mapping.source.is_polled();
+    let set = [
+        ("batch", mapping.batch.is_some()),
+        ("parallelization", mapping.parallelization.get() != 1),
+        ("report_batch_item_failures", mapping.report_batch_item_failures),
+        ("on_failure", mapping.on_failure.is_some()),
+    ];
+    if !polled {
+        if let Some((key, _)) = set.iter().find(|(_, is_set)| *is_set) {
+            return Err((
+                format!("{at}.{key}"),
+                format!(
+                    "only for polled sources (kafka); a {} mapping uses functions.{}.async instead",
+                    mapping.source.kind(),
+                    mapping.function
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if mapping.parallelization.get() > 10 {
+        return Err((format!("{at}.parallelization"), "expected 1 to 10".into()));
+    }
+    if mapping.retry.max_attempts < -1 {
+        return Err((format!("{at}.retry.max_attempts"), "expected -1 (forever) or 0 and above".into()));
+    }
+    if let Some(batch) = &mapping.batch
+        && batch.size.get() > 10_000
+    {
+        return Err((format!("{at}.batch.size"), "expected 1 to 10000".into()));
+    }
+    match &mapping.on_failure {
+        Some(DestinationConfig::Http(http)) => check_url(&format!("{at}.on_failure.http.url"), &http.url),
+        Some(DestinationConfig::Function(f)) if !config.functions.contains_key(&f.name) => {
+            Err((format!("{at}.on_failure.function.name"), unknown_function(config, &f.name)))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn validate_function(config: &Config, at: &str, function: &FunctionConfig) -> Result<(), Invalid> {

@@ -22,11 +22,12 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::destination::{Target, target};
 use crate::function::Function;
 use dispatch::Dispatcher;
 pub use store::{DeadLetter, NewEvent, Phase, QueuedEvent, Selection, Store, StoreError, now_ms};
+use worker::Routes;
 pub use worker::backoff;
-use worker::{Routes, Target, target};
 
 /// Why an event was not accepted.
 #[derive(Debug, thiserror::Error)]

@@ -311,10 +311,13 @@ impl Store {
         .await
     }
 
-    /// Moves a queued event to the dead-letter store in one transaction.
-    pub async fn dead_letter(&self, queued_id: i64, entry: DeadLetter) -> Result<i64, StoreError> {
+    /// Adds a dead letter; with `queued_id`, moves that queued event there in
+    /// the same transaction.
+    pub async fn dead_letter(&self, queued_id: Option<i64>, entry: DeadLetter) -> Result<i64, StoreError> {
         self.call(move |c| {
-            c.execute("DELETE FROM async_events WHERE id = ?1", [queued_id])?;
+            if let Some(id) = queued_id {
+                c.execute("DELETE FROM async_events WHERE id = ?1", [id])?;
+            }
             c.prepare_cached(&format!(
                 "INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
             ))?
@@ -599,7 +602,7 @@ mod tests {
         let id = store.enqueue(event("f", 10)).await.unwrap();
         let dl = store
             .dead_letter(
-                id,
+                Some(id),
                 DeadLetter {
                     id: 0,
                     request_id: "r-10".into(),

@@ -6,43 +6,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
-use switchyard_http::HttpDestination;
-use switchyard_sdk::Destination as _;
 
 use super::record::{self, Condition};
 use super::store::{DeadLetter, NewEvent, Phase, QueuedEvent, StoreError, now_ms};
 use super::{AsyncQueue, STORE_ERROR_PAUSE};
-use crate::config::{BackoffConfig, DestinationConfig};
+use crate::config::BackoffConfig;
+use crate::destination::Target;
 use crate::function::{Function, Invocation, InvokeError, Wait};
-
-/// Where a function's success or failure records go.
-pub(super) enum Target {
-    Http(HttpDestination),
-    Function(String),
-    DeadLetters,
-}
-
-impl Target {
-    fn kind(&self) -> &'static str {
-        match self {
-            Target::Http(_) => "http",
-            Target::Function(_) => "function",
-            Target::DeadLetters => "dlq",
-        }
-    }
-}
 
 pub(super) struct Routes {
     pub(super) on_success: Option<Target>,
     pub(super) on_failure: Target,
-}
-
-pub(super) fn target(config: &DestinationConfig, client: &reqwest::Client) -> anyhow::Result<Target> {
-    Ok(match config {
-        DestinationConfig::Http(http) => Target::Http(HttpDestination::new(client.clone(), http)?),
-        DestinationConfig::Function(f) => Target::Function(f.name.clone()),
-        DestinationConfig::Dlq(_) => Target::DeadLetters,
-    })
 }
 
 pub(super) struct Worker {
@@ -202,7 +176,7 @@ impl Worker {
                 }
                 r.map(|_| ())
             }
-            Target::Http(http) => match http.send(std::slice::from_ref(&record)).await {
+            Target::Send(destination) => match destination.send(std::slice::from_ref(&record)).await {
                 Ok(()) => {
                     self.queue.store.delete(event.id).await?;
                     self.queue.left();
@@ -270,7 +244,7 @@ impl Worker {
             .queue
             .store
             .dead_letter(
-                event.id,
+                Some(event.id),
                 DeadLetter {
                     id: 0,
                     request_id: event.request_id.clone(),

@@ -21,7 +21,7 @@ impl Outcome {
     }
 }
 
-type Callback = Box<dyn FnOnce(Outcome) + Send + 'static>;
+type Callback = Box<dyn FnOnce(Outcome) + Send + Sync + 'static>;
 
 /// The acknowledgement handle of one record.
 ///
@@ -36,7 +36,7 @@ pub struct Ack {
 pub const DROPPED: &str = "acknowledgement dropped without an outcome";
 
 impl Ack {
-    pub fn new(callback: impl FnOnce(Outcome) + Send + 'static) -> Self {
+    pub fn new(callback: impl FnOnce(Outcome) + Send + Sync + 'static) -> Self {
         Self { callback: Some(Box::new(callback)) }
     }
 
@@ -47,7 +47,7 @@ impl Ack {
 
     /// Sends `(tag, outcome)` on `tx`: the usual shape for a source that
     /// acknowledges per message from its own task.
-    pub fn channel<T: Send + 'static>(tag: T, tx: tokio::sync::mpsc::UnboundedSender<(T, Outcome)>) -> Self {
+    pub fn channel<T: Send + Sync + 'static>(tag: T, tx: tokio::sync::mpsc::UnboundedSender<(T, Outcome)>) -> Self {
         Self::new(move |outcome| {
             // The source is gone when the receiver is closed; the broker will
             // redeliver whatever it did not hear about.

@@ -1,0 +1,36 @@
+//! Where results and failures go: a connector that can send (HTTP, Kafka),
+//! an asynchronous invocation of another function, or the embedded
+//! dead-letter store.
+
+use switchyard_http::HttpDestination;
+use switchyard_sdk::Destination;
+
+use crate::config::DestinationConfig;
+
+pub enum Target {
+    /// A connector; a send succeeds once the peer confirmed.
+    Send(Box<dyn Destination>),
+    /// An async invocation of the named function, queued durably.
+    Function(String),
+    /// The embedded dead-letter store.
+    DeadLetters,
+}
+
+impl Target {
+    /// A fixed label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Send(d) => d.kind(),
+            Target::Function(_) => "function",
+            Target::DeadLetters => "dlq",
+        }
+    }
+}
+
+pub fn target(config: &DestinationConfig, client: &reqwest::Client) -> anyhow::Result<Target> {
+    Ok(match config {
+        DestinationConfig::Http(http) => Target::Send(Box::new(HttpDestination::new(client.clone(), http)?)),
+        DestinationConfig::Function(f) => Target::Function(f.name.clone()),
+        DestinationConfig::Dlq(_) => Target::DeadLetters,
+    })
+}
