@@ -31,11 +31,9 @@ impl Pending {
             let next = match self.rx.try_recv() {
                 Ok(r) => Some(r),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
+                // The window passing ends the batch like a closed channel.
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                        Ok(r) => r,
-                        Err(_) => None,
-                    }
+                    tokio::time::timeout_at(deadline, self.rx.recv()).await.ok().flatten()
                 }
             };
             let Some(record) = next else { break };
