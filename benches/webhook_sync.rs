@@ -15,6 +15,8 @@
 //!
 //! Switchyard's peak RSS (VmHWM) is reported after the run.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -186,16 +188,6 @@ fn start_switchyard(function: SocketAddr, parked: SocketAddr, port: u16, state: 
         .expect("cannot start switchyard")
 }
 
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 async fn wait_ready(client: &HttpClient, port: u16) {
     let url: hyper::Uri = format!("http://127.0.0.1:{port}/readyz").parse().unwrap();
     for _ in 0..600 {
@@ -260,7 +252,7 @@ async fn main() {
     let e2e = e2e_started.elapsed();
     let delivered = received.load(Ordering::Relaxed) - before;
     let delivery_rate = delivered as f64 / e2e.as_secs_f64();
-    let rss = peak_rss_mb(switchyard.id());
+    let rss = support::peak_rss_mb(switchyard.id());
     unsafe {
         libc::kill(switchyard.id() as libc::pid_t, libc::SIGTERM);
     }

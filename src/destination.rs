@@ -32,5 +32,7 @@ pub fn target(config: &DestinationConfig, client: &reqwest::Client) -> anyhow::R
         DestinationConfig::Http(http) => Target::Send(Box::new(HttpDestination::new(client.clone(), http)?)),
         DestinationConfig::Function(f) => Target::Function(f.name.clone()),
         DestinationConfig::Dlq(_) => Target::DeadLetters,
+        #[cfg(feature = "kafka")]
+        DestinationConfig::Kafka(kafka) => Target::Send(Box::new(switchyard_kafka::KafkaDestination::new(kafka)?)),
     })
 }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, SourceConfig};
 use crate::function::{Function, process};
+use crate::pipeline;
 use crate::queue::{AsyncQueue, Store};
 use crate::server::{self, AppState, MappingInfo, WebhookRoute};
 
@@ -61,6 +62,15 @@ struct PendingSource {
     source: Box<dyn switchyard_sdk::Source>,
     function: Arc<Function>,
     state: watch::Sender<SourceState>,
+    delivery: Delivery,
+}
+
+/// How a source's records reach the function.
+enum Delivery {
+    /// Into the function's durable async queue (schedules).
+    Async,
+    /// In batches, synchronously, with retries and `on_failure` (brokers).
+    Polled(pipeline::Settings, Option<crate::destination::Target>),
 }
 
 /// What the mappings of a config turn into.
@@ -92,7 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let processes_stop = CancellationToken::new();
     let processes = TaskTracker::new();
     let supervised = start_processes(&config, &functions, &processes, &processes_stop);
-    let mappings = build_mappings(&config, &functions)?;
+    let mappings = build_mappings(&config, &functions, &client)?;
     let mapping_count = mappings.info.len();
 
     let app = Arc::new(AppState::new(functions.clone(), mappings.webhooks, queue.clone(), mappings.info, metrics));
@@ -115,15 +125,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !interrupted {
         queue.start(&functions, &client, async_stop.clone(), &workers)?;
         for p in mappings.sources {
-            crate::sources::spawn_async_mapping(
-                &p.mapping,
-                p.source,
-                p.function,
-                queue.clone(),
-                p.state,
-                sources_stop.child_token(),
-                &sources,
-            );
+            match p.delivery {
+                Delivery::Async => crate::sources::spawn_async_mapping(
+                    &p.mapping,
+                    p.source,
+                    p.function,
+                    queue.clone(),
+                    p.state,
+                    sources_stop.child_token(),
+                    &sources,
+                ),
+                Delivery::Polled(settings, on_failure) => pipeline::spawn(
+                    settings,
+                    p.source,
+                    p.function,
+                    pipeline::failure_route(on_failure, queue.clone()),
+                    p.state,
+                    sources_stop.child_token(),
+                    &sources,
+                ),
+            }
         }
         workers.spawn(refresh_metrics(queue.clone(), function_list, async_stop.clone()));
         app.ready.store(true, Ordering::Release);
@@ -202,7 +223,11 @@ async fn wait_for_functions(supervised: &[Arc<Function>], stop: &CancellationTok
     }
 }
 
-fn build_mappings(config: &Config, functions: &HashMap<String, Arc<Function>>) -> anyhow::Result<Mappings> {
+fn build_mappings(
+    config: &Config,
+    functions: &HashMap<String, Arc<Function>>,
+    client: &reqwest::Client,
+) -> anyhow::Result<Mappings> {
     let mut out = Mappings { webhooks: HashMap::new(), info: Vec::new(), sources: Vec::new() };
     for mapping in &config.mappings {
         let function = functions[&mapping.function].clone();
@@ -231,8 +256,22 @@ fn build_mappings(config: &Config, functions: &HashMap<String, Arc<Function>>) -
                     source: Box::new(source),
                     function,
                     state,
+                    delivery: Delivery::Async,
                 });
                 ("schedule", json!({ "expression": schedule.expression, "timezone": schedule.timezone }))
+            }
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(kafka) => {
+                let source =
+                    switchyard_kafka::KafkaSource::new(kafka).with_context(|| format!("mapping {}", mapping.name))?;
+                out.sources.push(PendingSource {
+                    mapping: mapping.name.clone(),
+                    source: Box::new(source),
+                    function,
+                    state,
+                    delivery: polled(mapping, client)?,
+                });
+                ("kafka", json!({ "brokers": kafka.brokers, "topics": kafka.topics, "group_id": kafka.group_id }))
             }
         };
         out.info.push(MappingInfo {
@@ -244,6 +283,25 @@ fn build_mappings(config: &Config, functions: &HashMap<String, Arc<Function>>) -
         });
     }
     Ok(out)
+}
+
+/// The delivery settings of a polled mapping.
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+fn polled(mapping: &crate::config::MappingConfig, client: &reqwest::Client) -> anyhow::Result<Delivery> {
+    let settings = pipeline::Settings {
+        mapping: Arc::from(mapping.name.as_str()),
+        batch: mapping.batch.unwrap_or_else(|| mapping.source.default_batch()),
+        parallelization: mapping.parallelization.get(),
+        retry: mapping.retry.clone(),
+        report_batch_item_failures: mapping.report_batch_item_failures,
+    };
+    let on_failure = mapping
+        .on_failure
+        .as_ref()
+        .map(|d| crate::destination::target(d, client))
+        .transpose()
+        .with_context(|| format!("mapping {}: on_failure", mapping.name))?;
+    Ok(Delivery::Polled(settings, on_failure))
 }
 
 /// Binds `server.listen` and serves until `stop` is cancelled.

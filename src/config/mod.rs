@@ -14,6 +14,8 @@ use serde::Deserialize;
 
 pub use interpolate::interpolate;
 pub use switchyard_http::HttpDestinationConfig;
+#[cfg(feature = "kafka")]
+pub use switchyard_kafka::{KafkaDestinationConfig, KafkaSourceConfig};
 #[cfg(feature = "schedule")]
 pub use switchyard_schedule::ScheduleConfig;
 
@@ -163,6 +165,9 @@ pub enum DestinationConfig {
     Function(FunctionDestinationConfig),
     /// The embedded dead-letter store (`switchyard dlq ...`).
     Dlq(DlqDestinationConfig),
+    /// A Kafka topic (idempotent producer, acks=all).
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaDestinationConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -283,6 +288,8 @@ pub enum SourceConfig {
     Webhook(WebhookConfig),
     #[cfg(feature = "schedule")]
     Schedule(ScheduleConfig),
+    #[cfg(feature = "kafka")]
+    Kafka(KafkaSourceConfig),
 }
 
 impl SourceConfig {
@@ -292,6 +299,8 @@ impl SourceConfig {
             SourceConfig::Webhook(_) => "webhook",
             #[cfg(feature = "schedule")]
             SourceConfig::Schedule(_) => "schedule",
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(_) => "kafka",
         }
     }
 
@@ -302,6 +311,23 @@ impl SourceConfig {
             SourceConfig::Webhook(_) => false,
             #[cfg(feature = "schedule")]
             SourceConfig::Schedule(_) => false,
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(_) => true,
+        }
+    }
+
+    /// Lambda's batching defaults for the source, when a mapping sets none.
+    pub fn default_batch(&self) -> BatchConfig {
+        let (size, window_ms) = match self {
+            // Lambda's defaults for Kafka event source mappings.
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(_) => (100, 500),
+            _ => (1, 0),
+        };
+        BatchConfig {
+            size: NonZeroUsize::new(size).expect("non-zero"),
+            window: Duration::from_millis(window_ms),
+            max_bytes: defaults::max_bytes(),
         }
     }
 }

@@ -60,6 +60,10 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
                 switchyard_schedule::Schedule::parse(&schedule.expression, schedule.timezone.as_deref())
                     .map_err(|e| (format!("{at}.source.schedule.expression"), e.to_string()))?;
             }
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(kafka) => {
+                switchyard_kafka::KafkaSource::new(kafka).map_err(|e| (format!("{at}.source.kafka"), e.to_string()))?;
+            }
         }
     }
     Ok(())

@@ -36,8 +36,8 @@ struct LaneMetrics {
 enum Failed {
     /// The function failed or its answer was unusable: bisect may help.
     Whole(InvokeError),
-    /// The function named the records that failed.
-    Partial(InvokeError),
+    /// The function named the records that failed (their ids).
+    Partial(InvokeError, HashSet<String>),
 }
 
 impl Lane {
@@ -123,7 +123,7 @@ impl Lane {
                             let (done, rest) = self.split_partial(batch, &failed);
                             self.settle(done);
                             batch = rest;
-                            Failed::Partial(partial_error(failed.len()))
+                            Failed::Partial(partial_error(failed.len()), failed)
                         }
                         Err(problem) => Failed::Whole(bad_answer(problem)),
                     },
@@ -154,10 +154,21 @@ impl Lane {
                     break;
                 }
                 attempts += 1;
+                let exhausted = retry.max_attempts >= 0 && i64::from(attempts) > retry.max_attempts;
                 let error = match failed {
-                    Failed::Whole(e) | Failed::Partial(e) => e,
+                    Failed::Whole(e) => e,
+                    Failed::Partial(e, named) if exhausted => {
+                        // The last invocation succeeded for the records it did
+                        // not name: only the named ones go to on_failure.
+                        let (failed, succeeded): (Vec<Record>, Vec<Record>) =
+                            batch.into_iter().partition(|r| named.contains(&r.id));
+                        self.settle(succeeded);
+                        batch = failed;
+                        e
+                    }
+                    Failed::Partial(e, _) => e,
                 };
-                if retry.max_attempts >= 0 && i64::from(attempts) > retry.max_attempts {
+                if exhausted {
                     self.fail(batch, Failure::RetriesExhausted { error, attempts }).await;
                     break;
                 }

@@ -1,0 +1,153 @@
+//! Kafka mapping throughput: records/s from a pre-filled topic through
+//! Switchyard to a trivial HTTP function (batch 100), against a bare rdkafka
+//! consumer reading the same topic in the same run (docs/benchmarks.md).
+//!
+//! Needs a Kafka-compatible broker at KAFKA_BROKERS (scripts/test starts tansu).
+//! `cargo bench --bench kafka_throughput` (optionally `-- --records 50000`)
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const PARTITIONS: i32 = 4;
+
+fn arg(name: &str, default: usize) -> usize {
+    std::env::args().skip_while(|a| a != name).nth(1).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+async fn prefill(brokers: &str, topic: &str, records: usize) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
+    admin
+        .create_topics(&[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create topic");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer");
+    let value = "x".repeat(200);
+    let mut pending = Vec::with_capacity(1000);
+    for i in 0..records {
+        let key = format!("k{i}");
+        pending.push(producer.send_result(FutureRecord::to(topic).key(&key).payload(&value)).expect("enqueue"));
+        if pending.len() == 1000 {
+            for p in pending.drain(..) {
+                p.await.expect("delivery").expect("produced");
+            }
+        }
+    }
+    for p in pending {
+        p.await.expect("delivery").expect("produced");
+    }
+}
+
+async fn bare_consumer(brokers: &str, topic: &str, records: usize) -> Duration {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bare-{}", uuid::Uuid::new_v4().simple()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let started = Instant::now();
+    let mut n = 0;
+    while n < records {
+        tokio::time::timeout(Duration::from_secs(60), consumer.recv())
+            .await
+            .expect("records keep coming")
+            .expect("recv");
+        n += 1;
+    }
+    started.elapsed()
+}
+
+/// The trivial function: counts the records of each Kafka event.
+async fn start_function(count: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let count = count.clone();
+        async move {
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let n: usize = event["records"]
+                .as_object()
+                .map(|m| m.values().map(|l| l.as_array().map_or(0, Vec::len)).sum())
+                .unwrap_or(0);
+            count.fetch_add(n, Ordering::Relaxed);
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::main]
+async fn main() {
+    let records = arg("--records", 50_000);
+    let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let prefill_started = Instant::now();
+    prefill(&brokers, &topic, records).await;
+    eprintln!("prefilled {records} records in {:.1}s", prefill_started.elapsed().as_secs_f64());
+
+    let bare = bare_consumer(&brokers, &topic, records).await;
+
+    let count = Arc::new(AtomicUsize::new(0));
+    let function = start_function(count.clone()).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: {}\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      kafka:\n        brokers: \"{brokers}\"\n        topics: [{topic}]\n        group_id: bench-{}\n        starting_position: earliest\n    batch: {{ size: 100, window: 100ms }}\n    function: f\n",
+        state.path().display(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let path = state.path().join("bench.yaml");
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("switchyard");
+    while count.load(Ordering::Relaxed) < records && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let through = started.elapsed();
+    let delivered = count.load(Ordering::Relaxed);
+    let rss = support::peak_rss_mb(child.id());
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+
+    let bare_rate = records as f64 / bare.as_secs_f64();
+    let sy_rate = delivered as f64 / through.as_secs_f64();
+    println!("\n## Kafka throughput ({records} records of 200 B, {PARTITIONS} partitions, batch 100)\n");
+    println!("| run | records/s | seconds |");
+    println!("|---|---|---|");
+    println!("| bare rdkafka consumer | {bare_rate:.0} | {:.2} |", bare.as_secs_f64());
+    println!(
+        "| Switchyard → HTTP function (includes start-up and group join) | {sy_rate:.0} | {:.2} |",
+        through.as_secs_f64()
+    );
+    println!();
+    println!("- ratio: {:.2} of the bare consumer (goal: at least 0.5)", sy_rate / bare_rate);
+    println!("- delivered {delivered} of {records}");
+    println!("- Switchyard peak RSS: {rss:.1} MB");
+}
