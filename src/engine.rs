@@ -146,7 +146,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 ),
             }
         }
-        workers.spawn(refresh_metrics(queue.clone(), function_list, async_stop.clone()));
+        workers.spawn(refresh_metrics(queue.clone(), function_list, app.metrics.clone(), async_stop.clone()));
         app.ready.store(true, Ordering::Release);
         tracing::info!(
             functions = functions.len(),
@@ -323,9 +323,17 @@ async fn serve(
     }))
 }
 
-async fn refresh_metrics(queue: Arc<AsyncQueue>, functions: Vec<Arc<Function>>, stop: CancellationToken) {
+async fn refresh_metrics(
+    queue: Arc<AsyncQueue>,
+    functions: Vec<Arc<Function>>,
+    metrics: PrometheusHandle,
+    stop: CancellationToken,
+) {
     loop {
         queue.refresh_metrics(&functions).await;
+        // Folds recorded histogram samples into their buckets; without it they
+        // pile up in memory until the next scrape of /metrics.
+        metrics.run_upkeep();
         tokio::select! {
             _ = tokio::time::sleep(METRICS_REFRESH) => {}
             _ = stop.cancelled() => return,

@@ -80,6 +80,13 @@ impl KafkaSourceConfig {
         refuse_owned(&self.properties, SOURCE_OWNED)?;
 
         let mut config = ClientConfig::new();
+        // librdkafka prefetches up to 64 MB per consumer by default; bound it
+        // so memory follows configuration, not the backlog (properties may
+        // raise it for throughput).
+        config
+            .set("queued.max.messages.kbytes", "8192")
+            .set("queued.min.messages", "1000")
+            .set("fetch.max.bytes", "8388608");
         for (key, value) in &self.properties {
             config.set(key, value);
         }
