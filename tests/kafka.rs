@@ -249,16 +249,16 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     let duplicates = all.len() - 3000;
     println!("delivered {} records, {duplicates} duplicates", all.len());
     assert!(function.received().len() > before_restart, "the restarted process delivered");
-    // Offsets are committed after every batch: duplicates come only from the
-    // batches in flight at the kill (2 partitions, batch 50, plus a commit
-    // request that may not have reached the broker).
+    // Offsets are committed every 100 ms: duplicates come only from the
+    // batches in flight at the kill and the last 100 ms of work (2 partitions,
+    // batch 50, about 1000 records/s).
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for v in &all {
         *counts.entry(v.as_str()).or_default() += 1;
     }
     assert!(counts.values().all(|&n| n <= 2), "no record delivered more than twice");
     assert!(
-        duplicates <= 4 * 50,
+        duplicates <= 300,
         "{duplicates} duplicates of {seen_before_kill} delivered before the kill: more than the batches in flight"
     );
 }

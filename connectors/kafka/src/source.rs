@@ -94,7 +94,14 @@ struct Task {
     ack_tx: mpsc::UnboundedSender<(Tag, Outcome)>,
     /// Offsets were stored since the last synchronous commit.
     stored: bool,
+    /// When the last asynchronous commit was asked for.
+    last_commit: std::time::Instant,
 }
+
+/// How often stored offsets are committed right away: often enough that a
+/// crash repeats little more than the batches in flight, rarely enough not to
+/// load the broker with a commit per batch.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
 impl Task {
     fn epoch(&mut self) -> u64 {
@@ -211,15 +218,19 @@ impl Task {
         }
     }
 
-    /// Stores the next offset to read and asks for an asynchronous commit of
-    /// it, so a crash repeats at most the batches in flight; the automatic
-    /// commit every second covers a commit request that got lost.
+    /// Stores the next offset to read, and commits what is stored
+    /// asynchronously at most every [`COMMIT_EVERY`], so a crash repeats little
+    /// more than the batches in flight; librdkafka's automatic commit every
+    /// second covers the rest.
     fn store(&mut self, consumer: &KafkaConsumer, topic: &str, partition: i32, checkpoint: i64) {
         let mut tpl = TopicPartitionList::new();
-        let result = tpl
+        let mut result = tpl
             .add_partition_offset(topic, partition, Offset::Offset(checkpoint))
-            .and_then(|()| consumer.store_offsets(&tpl))
-            .and_then(|()| consumer.commit(&tpl, CommitMode::Async));
+            .and_then(|()| consumer.store_offsets(&tpl));
+        if result.is_ok() && self.last_commit.elapsed() >= COMMIT_EVERY {
+            self.last_commit = std::time::Instant::now();
+            result = consumer.commit_consumer_state(CommitMode::Async);
+        }
         match result {
             Ok(()) => self.stored = true,
             // Most likely revoked an instant ago; the next owner re-reads.
@@ -287,8 +298,14 @@ impl Source for KafkaSource {
         tracing::info!(mapping = %mapping, topics = %self.topics.join(","), "Kafka source subscribed");
 
         let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(Tag, Outcome)>();
-        let mut task =
-            Task { mapping: mapping.clone(), partitions: HashMap::new(), next_epoch: 0, ack_tx, stored: false };
+        let mut task = Task {
+            mapping: mapping.clone(),
+            partitions: HashMap::new(),
+            next_epoch: 0,
+            ack_tx,
+            stored: false,
+            last_commit: std::time::Instant::now(),
+        };
         let mut seek_retry = tokio::time::interval(SEEK_RETRY);
         seek_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A slot on the engine's channel, reserved before reading a message:
