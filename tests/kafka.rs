@@ -262,3 +262,62 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
         "{duplicates} duplicates of {seen_before_kill} delivered before the kill: more than the batches in flight"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallelization_keeps_order_per_key_within_a_partition() {
+    let brokers = tansu();
+    let topic = unique("keyed");
+    create_topic(&brokers, &topic, 1).await;
+    let sent: Vec<(String, String)> = (0..120).map(|i| (format!("k{}", i % 6), format!("{}:{i:03}", i % 6))).collect();
+    produce(&producer(&brokers), &topic, &sent).await;
+    // Slow enough that lanes overlap.
+    let function = FunctionServer::start_with_delay(Duration::from_millis(30), |_, _| (200, vec![], "{}".into())).await;
+    let extra = "    batch: { size: 5, window: 20ms }\n    parallelization: 3\n";
+    let _sy =
+        Switchyard::start(&common::config(&function.url(), "", &kafka_mapping(&brokers, &topic, &unique("g"), extra)));
+    eventually(Duration::from_secs(60), "all 120 records delivered", async || {
+        (values_seen(&function).len() == 120).then_some(())
+    })
+    .await;
+    assert!(function.max_in_flight() > 1, "batches of one partition ran in parallel");
+    let mut last: HashMap<String, String> = HashMap::new();
+    for r in function.received() {
+        for (_, _, value) in records(&r) {
+            let (key, n) = value.split_once(':').unwrap();
+            if let Some(prev) = last.insert(key.to_string(), n.to_string()) {
+                assert!(n > prev.as_str(), "key {key}: {n} after {prev}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_invocation_results_reach_a_kafka_destination() {
+    let brokers = tansu();
+    let topic = unique("results");
+    create_topic(&brokers, &topic, 1).await;
+    let function = FunctionServer::start(|_, _| (200, vec![], json!({"done": true}).to_string())).await;
+    let extra = format!("    async:\n      on_success: {{ kafka: {{ brokers: \"{brokers}\", topic: {topic} }} }}\n");
+    let sy = Switchyard::start(&common::config(&function.url(), &extra, ""));
+    let response = common::client()
+        .post(sy.url("/2015-03-31/functions/f/invocations"))
+        .header("x-amz-invocation-type", "Event")
+        .body(r#"{"order": 9}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&topic]).unwrap();
+    let message =
+        tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("a success record").unwrap();
+    let record: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+    assert_eq!(record["requestContext"]["condition"], "Success");
+    assert_eq!(record["requestPayload"], json!({"order": 9}));
+    assert_eq!(record["responsePayload"], json!({"done": true}));
+}
