@@ -14,6 +14,9 @@ pub enum Target {
     Function(String),
     /// The embedded dead-letter store.
     DeadLetters,
+    /// Back to the broker, rejected without requeue, for its own dead-lettering
+    /// (a RabbitMQ queue's dead-letter exchange).
+    Reject,
 }
 
 impl Target {
@@ -23,6 +26,7 @@ impl Target {
             Target::Send(d) => d.kind(),
             Target::Function(_) => "function",
             Target::DeadLetters => "dlq",
+            Target::Reject => "reject",
         }
     }
 }

@@ -139,7 +139,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     settings,
                     p.source,
                     p.function,
-                    pipeline::failure_route(on_failure, queue.clone()),
+                    pipeline::failure_route(on_failure, queue.clone(), false),
                     p.state,
                     sources_stop.child_token(),
                     &sources,

@@ -59,6 +59,15 @@ fn retry(max_attempts: i64, bisect: bool) -> RetryConfig {
 }
 
 async fn start(source: Box<dyn Source>, function: &FunctionServer, settings: Settings) -> Running {
+    start_with(source, function, settings, false).await
+}
+
+async fn start_with(
+    source: Box<dyn Source>,
+    function: &FunctionServer,
+    settings: Settings,
+    broker_dead_letters: bool,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let config: FunctionConfig =
         serde_json::from_value(json!({"http": {"url": function.url()}, "concurrency": 4})).unwrap();
@@ -68,7 +77,15 @@ async fn start(source: Box<dyn Source>, function: &FunctionServer, settings: Set
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (state, _) = tokio::sync::watch::channel(SourceState::Starting);
-    pipeline::spawn(settings, source, f, pipeline::failure_route(None, queue.clone()), state, stop.clone(), &tracker);
+    pipeline::spawn(
+        settings,
+        source,
+        f,
+        pipeline::failure_route(None, queue.clone(), broker_dead_letters),
+        state,
+        stop.clone(),
+        &tracker,
+    );
     Running { stop, tracker, queue, _dir: dir }
 }
 
@@ -256,4 +273,31 @@ async fn shutdown_mid_retry_leaves_records_for_redelivery() {
     function.wait_for(2, Duration::from_secs(10)).await;
     running.stop().await;
     assert_eq!(log.committed(0), 0, "nothing that failed was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_on_failure_a_broker_with_dead_lettering_gets_the_records_rejected() {
+    let queue = MemoryQueue::new();
+    for i in 0..3 {
+        queue.send(format!("m{i}"));
+    }
+    let function = FunctionServer::start(|r, _| {
+        if r.body["Records"].as_array().unwrap().iter().any(|x| x["body"] == "m1") {
+            (500, vec![], "{}".into())
+        } else {
+            (200, vec![], "{}".into())
+        }
+    })
+    .await;
+    let running = start_with(
+        Box::new(MemoryQueueSource::new(queue.clone())),
+        &function,
+        settings(1, retry(1, false), false),
+        true,
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the queue to drain", async || queue.is_empty().then_some(())).await;
+    let store = running.stop().await;
+    assert_eq!(queue.dead_letters(), vec!["m1".to_string()], "the failed message was rejected to the broker");
+    assert!(store.store().dlq_list(None, 10).await.unwrap().is_empty(), "nothing in the embedded store");
 }

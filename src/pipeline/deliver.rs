@@ -255,6 +255,16 @@ impl Lane {
     /// Writes the failure record, retrying until it is written or shutdown;
     /// only then are the records acknowledged.
     async fn fail(&self, records: Vec<Record>, failure: Failure) {
+        if self.on_failure.rejects() {
+            // The broker dead-letters them (or drops them, as it is configured).
+            tracing::warn!(mapping = %self.settings.mapping, records = records.len(), condition = failure.condition(),
+                "records failed for good; rejecting them to the broker's dead-lettering");
+            self.metrics.failed.increment(records.len() as u64);
+            for r in records {
+                r.ack.complete(Outcome::Reject(failure.condition().to_string()));
+            }
+            return;
+        }
         let mut tries = 0u32;
         loop {
             match self

@@ -20,7 +20,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    fn condition(&self) -> &'static str {
+    pub fn condition(&self) -> &'static str {
         match self {
             Failure::RetriesExhausted { .. } => "RetryAttemptsExhausted",
             Failure::RecordAgeExceeded => "RecordAgeExceeded",
@@ -36,6 +36,11 @@ pub struct FailureRoute {
 impl FailureRoute {
     pub fn new(target: Target, queue: Arc<AsyncQueue>) -> Self {
         Self { target, queue }
+    }
+
+    /// Failed records are handed back to the broker instead of written.
+    pub fn rejects(&self) -> bool {
+        matches!(self.target, Target::Reject)
     }
 
     pub async fn write(
@@ -125,6 +130,7 @@ impl FailureRoute {
             Target::Send(destination) => {
                 destination.send(std::slice::from_ref(&failure_record)).await.map_err(|e| e.to_string())
             }
+            Target::Reject => Err("a reject is settled by the lane, not written".to_string()),
         }
     }
 }

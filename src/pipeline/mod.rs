@@ -118,9 +118,12 @@ fn lane_key(scope: &str, key: Option<&[u8]>, parallelization: usize) -> String {
     format!("{scope}#{}", hasher.finish() % parallelization as u64)
 }
 
-/// The route to `on_failure` for a mapping.
-pub fn failure_route(target: Option<Target>, queue: Arc<AsyncQueue>) -> FailureRoute {
-    FailureRoute::new(target.unwrap_or(Target::DeadLetters), queue)
+/// The route to `on_failure` for a mapping. Without one, records go to the
+/// broker's own dead-lettering when `broker_dead_letters` (RabbitMQ's
+/// dead-letter exchange, through a reject), else to the embedded store.
+pub fn failure_route(target: Option<Target>, queue: Arc<AsyncQueue>, broker_dead_letters: bool) -> FailureRoute {
+    let fallback = if broker_dead_letters { Target::Reject } else { Target::DeadLetters };
+    FailureRoute::new(target.unwrap_or(fallback), queue)
 }
 
 #[cfg(test)]

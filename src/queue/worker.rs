@@ -161,7 +161,10 @@ impl Worker {
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let result = match target {
-            Target::DeadLetters => self.dead_letter(&event, condition.as_str(), record, now).await.map(|_| ()),
+            // An async event has no broker to hand back to: the store keeps it.
+            Target::DeadLetters | Target::Reject => {
+                self.dead_letter(&event, condition.as_str(), record, now).await.map(|_| ())
+            }
             Target::Function(name) => {
                 let next = NewEvent {
                     request_id: uuid::Uuid::new_v4().to_string(),
