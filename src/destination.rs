@@ -38,5 +38,9 @@ pub fn target(config: &DestinationConfig, client: &reqwest::Client) -> anyhow::R
         DestinationConfig::Dlq(_) => Target::DeadLetters,
         #[cfg(feature = "kafka")]
         DestinationConfig::Kafka(kafka) => Target::Send(Box::new(switchyard_kafka::KafkaDestination::new(kafka)?)),
+        #[cfg(feature = "rabbitmq")]
+        DestinationConfig::Rabbitmq(rabbit) => {
+            Target::Send(Box::new(switchyard_amqp::RabbitMqDestination::new(rabbit)?))
+        }
     })
 }

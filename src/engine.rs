@@ -70,7 +70,7 @@ enum Delivery {
     /// Into the function's durable async queue (schedules).
     Async,
     /// In batches, synchronously, with retries and `on_failure` (brokers).
-    Polled(pipeline::Settings, Option<crate::destination::Target>),
+    Polled(pipeline::Settings, Option<crate::destination::Target>, bool),
 }
 
 /// What the mappings of a config turn into.
@@ -135,11 +135,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     sources_stop.child_token(),
                     &sources,
                 ),
-                Delivery::Polled(settings, on_failure) => pipeline::spawn(
+                Delivery::Polled(settings, on_failure, broker_dead_letters) => pipeline::spawn(
                     settings,
                     p.source,
                     p.function,
-                    pipeline::failure_route(on_failure, queue.clone(), false),
+                    pipeline::failure_route(on_failure, queue.clone(), broker_dead_letters),
                     p.state,
                     sources_stop.child_token(),
                     &sources,
@@ -273,6 +273,19 @@ fn build_mappings(
                 });
                 ("kafka", json!({ "brokers": kafka.brokers, "topics": kafka.topics, "group_id": kafka.group_id }))
             }
+            #[cfg(feature = "rabbitmq")]
+            SourceConfig::Rabbitmq(rabbit) => {
+                let source = switchyard_amqp::RabbitMqSource::new(rabbit)
+                    .with_context(|| format!("mapping {}", mapping.name))?;
+                out.sources.push(PendingSource {
+                    mapping: mapping.name.clone(),
+                    source: Box::new(source),
+                    function,
+                    state,
+                    delivery: polled(mapping, client)?,
+                });
+                ("rabbitmq", json!({ "queue": rabbit.queue, "prefetch": rabbit.prefetch }))
+            }
         };
         out.info.push(MappingInfo {
             name: mapping.name.clone(),
@@ -286,7 +299,7 @@ fn build_mappings(
 }
 
 /// The delivery settings of a polled mapping.
-#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq")), allow(dead_code))]
 fn polled(mapping: &crate::config::MappingConfig, client: &reqwest::Client) -> anyhow::Result<Delivery> {
     let settings = pipeline::Settings {
         mapping: Arc::from(mapping.name.as_str()),
@@ -301,7 +314,7 @@ fn polled(mapping: &crate::config::MappingConfig, client: &reqwest::Client) -> a
         .map(|d| crate::destination::target(d, client))
         .transpose()
         .with_context(|| format!("mapping {}: on_failure", mapping.name))?;
-    Ok(Delivery::Polled(settings, on_failure))
+    Ok(Delivery::Polled(settings, on_failure, mapping.source.broker_dead_letters()))
 }
 
 /// Binds `server.listen` and serves until `stop` is cancelled.

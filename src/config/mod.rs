@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use interpolate::interpolate;
+#[cfg(feature = "rabbitmq")]
+pub use switchyard_amqp::{RabbitMqDestinationConfig, RabbitMqSourceConfig};
 pub use switchyard_http::HttpDestinationConfig;
 #[cfg(feature = "kafka")]
 pub use switchyard_kafka::{KafkaDestinationConfig, KafkaSourceConfig};
@@ -168,6 +170,9 @@ pub enum DestinationConfig {
     /// A Kafka topic (idempotent producer, acks=all).
     #[cfg(feature = "kafka")]
     Kafka(KafkaDestinationConfig),
+    /// A RabbitMQ exchange (persistent messages, publisher confirms).
+    #[cfg(feature = "rabbitmq")]
+    Rabbitmq(RabbitMqDestinationConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,6 +295,8 @@ pub enum SourceConfig {
     Schedule(ScheduleConfig),
     #[cfg(feature = "kafka")]
     Kafka(KafkaSourceConfig),
+    #[cfg(feature = "rabbitmq")]
+    Rabbitmq(RabbitMqSourceConfig),
 }
 
 impl SourceConfig {
@@ -301,6 +308,8 @@ impl SourceConfig {
             SourceConfig::Schedule(_) => "schedule",
             #[cfg(feature = "kafka")]
             SourceConfig::Kafka(_) => "kafka",
+            #[cfg(feature = "rabbitmq")]
+            SourceConfig::Rabbitmq(_) => "rabbitmq",
         }
     }
 
@@ -313,6 +322,19 @@ impl SourceConfig {
             SourceConfig::Schedule(_) => false,
             #[cfg(feature = "kafka")]
             SourceConfig::Kafka(_) => true,
+            #[cfg(feature = "rabbitmq")]
+            SourceConfig::Rabbitmq(_) => true,
+        }
+    }
+
+    /// Whether the broker dead-letters records itself, so a mapping without
+    /// `on_failure` rejects failed records to it (RabbitMQ's dead-letter
+    /// exchange) rather than keeping them in the embedded store.
+    pub fn broker_dead_letters(&self) -> bool {
+        match self {
+            #[cfg(feature = "rabbitmq")]
+            SourceConfig::Rabbitmq(_) => true,
+            _ => false,
         }
     }
 
@@ -322,6 +344,9 @@ impl SourceConfig {
             // Lambda's defaults for Kafka event source mappings.
             #[cfg(feature = "kafka")]
             SourceConfig::Kafka(_) => (100, 500),
+            // Lambda's defaults for Amazon MQ event source mappings.
+            #[cfg(feature = "rabbitmq")]
+            SourceConfig::Rabbitmq(_) => (100, 500),
             _ => (1, 0),
         };
         BatchConfig {

@@ -64,6 +64,11 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
             SourceConfig::Kafka(kafka) => {
                 switchyard_kafka::KafkaSource::new(kafka).map_err(|e| (format!("{at}.source.kafka"), e.to_string()))?;
             }
+            #[cfg(feature = "rabbitmq")]
+            SourceConfig::Rabbitmq(rabbit) => {
+                switchyard_amqp::RabbitMqSource::new(rabbit)
+                    .map_err(|e| (format!("{at}.source.rabbitmq"), e.to_string()))?;
+            }
         }
     }
     Ok(())
@@ -84,7 +89,7 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
             return Err((
                 format!("{at}.{key}"),
                 format!(
-                    "only for polled sources (kafka); a {} mapping uses functions.{}.async instead",
+                    "only for polled sources (kafka, rabbitmq); a {} mapping uses functions.{}.async instead",
                     mapping.source.kind(),
                     mapping.function
                 ),

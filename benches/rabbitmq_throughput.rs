@@ -1,0 +1,163 @@
+//! RabbitMQ mapping throughput: messages/s from a pre-filled queue through
+//! Switchyard to a trivial HTTP function, against a bare lapin consumer with
+//! the same prefetch and multiple-acks, in the same run (docs/benchmarks.md).
+//!
+//! Needs RabbitMQ at AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).
+//! `cargo bench --bench rabbitmq_throughput` (optionally `-- --messages 20000`)
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+const PREFETCH: u16 = 100;
+
+fn arg(name: &str, default: usize) -> usize {
+    std::env::args().skip_while(|a| a != name).nth(1).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+fn short(s: &str) -> ShortString {
+    ShortString::try_new(s).expect("short string")
+}
+
+async fn channel(url: &str) -> (Connection, Channel) {
+    let connection = Connection::connect(url, ConnectionProperties::default()).await.expect("RabbitMQ reachable");
+    let channel = connection.create_channel().await.expect("channel");
+    (connection, channel)
+}
+
+async fn prefill(url: &str, queue: &str, messages: usize) {
+    let (_c, ch) = channel(url).await;
+    ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+    ch.queue_declare(short(queue), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await
+        .expect("declare");
+    let body = vec![b'x'; 200];
+    let mut confirms = Vec::with_capacity(1000);
+    for _ in 0..messages {
+        let confirm = ch
+            .basic_publish(short(""), short(queue), BasicPublishOptions::default(), &body, BasicProperties::default())
+            .await
+            .expect("publish");
+        confirms.push(confirm);
+        if confirms.len() == 1000 {
+            for c in confirms.drain(..) {
+                c.await.expect("confirm");
+            }
+        }
+    }
+    for c in confirms {
+        c.await.expect("confirm");
+    }
+}
+
+/// Reads `messages` with the same prefetch, acking every 50 with `multiple`.
+async fn bare_consumer(url: &str, queue: &str, messages: usize) -> Duration {
+    let (_c, ch) = channel(url).await;
+    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await.expect("qos");
+    let mut consumer = ch
+        .basic_consume(short(queue), short("bare"), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .expect("consume");
+    let started = Instant::now();
+    let mut n = 0;
+    while n < messages {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("messages keep coming")
+            .expect("stream open")
+            .expect("delivery");
+        n += 1;
+        if n % 50 == 0 || n == messages {
+            delivery.acker.ack(BasicAckOptions { multiple: true }).await.expect("ack");
+        }
+    }
+    started.elapsed()
+}
+
+async fn start_function(count: Arc<AtomicUsize>) -> std::net::SocketAddr {
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let count = count.clone();
+        async move {
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let n: usize = event["rmqMessagesByQueue"]
+                .as_object()
+                .map(|m| m.values().map(|l| l.as_array().map_or(0, Vec::len)).sum())
+                .unwrap_or(0);
+            count.fetch_add(n, Ordering::Relaxed);
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::main]
+async fn main() {
+    let messages = arg("--messages", 20_000);
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let bare_queue = format!("bench-bare-{}", uuid::Uuid::new_v4().simple());
+    let sy_queue = format!("bench-sy-{}", uuid::Uuid::new_v4().simple());
+    prefill(&url, &bare_queue, messages).await;
+    prefill(&url, &sy_queue, messages).await;
+
+    let bare = bare_consumer(&url, &bare_queue, messages).await;
+
+    let count = Arc::new(AtomicUsize::new(0));
+    let function = start_function(count.clone()).await;
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: {}\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      rabbitmq:\n        url: \"{url}\"\n        queue: {sy_queue}\n        prefetch: {PREFETCH}\n    batch: {{ size: 100, window: 100ms }}\n    function: f\n",
+        state.path().display()
+    );
+    let path = state.path().join("bench.yaml");
+    std::fs::write(&path, config).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("switchyard");
+    while count.load(Ordering::Relaxed) < messages && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let through = started.elapsed();
+    let delivered = count.load(Ordering::Relaxed);
+    let rss = support::peak_rss_mb(child.id());
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    let (_c, ch) = channel(&url).await;
+    for q in [&bare_queue, &sy_queue] {
+        let _ = ch.queue_delete(short(q), QueueDeleteOptions::default()).await;
+    }
+
+    let bare_rate = messages as f64 / bare.as_secs_f64();
+    let sy_rate = delivered as f64 / through.as_secs_f64();
+    println!("\n## RabbitMQ throughput ({messages} messages of 200 B, prefetch {PREFETCH}, batch 100)\n");
+    println!("| run | messages/s | seconds |");
+    println!("|---|---|---|");
+    println!("| bare lapin consumer (multiple-ack every 50) | {bare_rate:.0} | {:.2} |", bare.as_secs_f64());
+    println!("| Switchyard → HTTP function (includes start-up) | {sy_rate:.0} | {:.2} |", through.as_secs_f64());
+    println!();
+    println!("- ratio: {:.2} of the bare consumer (goal: at least 0.7)", sy_rate / bare_rate);
+    println!("- delivered {delivered} of {messages}");
+    println!("- Switchyard peak RSS: {rss:.1} MB");
+}
