@@ -28,6 +28,8 @@ use crate::error::{Step, describe};
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one ack, nack or reject may take to be written; longer means the
 /// connection is stuck.
+/// Outcomes settled together at most.
+const MAX_SETTLE_GROUP: usize = 1024;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long cancelling the consumer and closing the channel and connection
 /// may take each at shutdown.
@@ -235,6 +237,54 @@ impl Task<'_> {
         Ok(Session { epoch, connection, channel, consumer, in_flight: HashSet::new() })
     }
 
+    /// Settles a group of outcomes: the delivered ones with a single
+    /// `multiple` ack when every older delivery of the session is settled too,
+    /// else with concurrent single acks; retries and rejects one by one.
+    async fn settle_all(&self, session: &mut Session, outcomes: Vec<(Tag, Outcome)>) -> Result<(), String> {
+        let mut delivered = Vec::new();
+        let mut others = Vec::new();
+        for (tag, outcome) in outcomes {
+            match outcome {
+                Outcome::Delivered if tag.epoch == session.epoch && session.in_flight.remove(&tag.delivery_tag) => {
+                    delivered.push(tag.delivery_tag)
+                }
+                // Stale ones are logged and ignored by `settle`.
+                outcome => others.push((tag, outcome)),
+            }
+        }
+        if let Some(&highest) = delivered.iter().max() {
+            let channel = &session.channel;
+            let covered = !session.in_flight.iter().any(|&open| open < highest);
+            let acked = if covered {
+                tokio::time::timeout(SETTLE_TIMEOUT, channel.basic_ack(highest, BasicAckOptions { multiple: true }))
+                    .await
+                    .map(|r| r.map_err(|e| vec![e]))
+            } else {
+                let acks = delivered.iter().map(|&t| channel.basic_ack(t, BasicAckOptions::default()));
+                tokio::time::timeout(SETTLE_TIMEOUT, futures::future::join_all(acks)).await.map(|results| {
+                    let errors: Vec<_> = results.into_iter().filter_map(Result::err).collect();
+                    if errors.is_empty() { Ok(()) } else { Err(errors) }
+                })
+            };
+            match acked {
+                Ok(Ok(())) => {}
+                Ok(Err(errors)) => {
+                    return Err(describe(&errors[0], Step::Other("acknowledge deliveries"), &self.source.endpoint));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "acknowledging deliveries on {} took longer than {SETTLE_TIMEOUT:?}",
+                        self.source.endpoint
+                    ));
+                }
+            }
+        }
+        for (tag, outcome) in others {
+            self.settle(session, tag, outcome).await?;
+        }
+        Ok(())
+    }
+
     /// Acks, requeues or rejects one delivery. Err when the channel broke.
     async fn settle(&self, session: &mut Session, tag: Tag, outcome: Outcome) -> Result<(), String> {
         if tag.epoch != session.epoch || !session.in_flight.remove(&tag.delivery_tag) {
@@ -281,8 +331,17 @@ impl Task<'_> {
         loop {
             tokio::select! {
                 biased;
-                Some((tag, outcome)) = self.ack_rx.recv() => {
-                    if let Err(reason) = self.settle(session, tag, outcome).await {
+                Some(first) = self.ack_rx.recv() => {
+                    // Settle every outcome waiting now together: a batch's
+                    // acks become one multiple-ack when nothing older is open.
+                    let mut outcomes = vec![first];
+                    while outcomes.len() < MAX_SETTLE_GROUP {
+                        match self.ack_rx.try_recv() {
+                            Ok(next) => outcomes.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(reason) = self.settle_all(session, outcomes).await {
                         return Ended::Lost(reason);
                     }
                 }
