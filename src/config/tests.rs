@@ -119,3 +119,26 @@ fn shipped_configs_are_valid() {
     }
     assert!(seen > 0, "no config files in {}", dir.display());
 }
+
+#[test]
+fn delivery_settings_belong_to_polled_sources() {
+    let e = error(&ISSUE_EXAMPLE.replace(
+        "        mode: sync\n    function: hello",
+        "        mode: sync\n    function: hello\n    batch: { size: 10 }",
+    ));
+    assert!(e.contains("mappings[0].batch") && e.contains("polled"), "{e}");
+}
+
+#[cfg(feature = "rabbitmq")]
+#[test]
+fn connector_destinations_are_checked_at_load() {
+    let text = format!(
+        "{ISSUE_EXAMPLE}  - name: q\n    source: {{ rabbitmq: {{ url: \"amqp://guest:guest@127.0.0.1:5672/%2f\", queue: q }} }}\n    function: hello\n    batch: {{ size: 10, max_bytes: 256KB }}\n    on_failure: {{ rabbitmq: {{ url: \"not a url\", routing_key: x }} }}\n"
+    );
+    let e = error(&text);
+    assert!(e.contains("mappings[2].on_failure"), "{e}");
+    let ok = parse(&text.replace("not a url", "amqp://guest:guest@127.0.0.1:5672/%2f")).unwrap();
+    assert_eq!(ok.mappings[2].batch.unwrap().max_bytes, 256 * 1024);
+    let e = error(&text.replace("256KB", "lots"));
+    assert!(e.contains("mappings[2].batch.max_bytes"), "{e}");
+}

@@ -108,12 +108,23 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
     {
         return Err((format!("{at}.batch.size"), "expected 1 to 10000".into()));
     }
-    match &mapping.on_failure {
-        Some(DestinationConfig::Http(http)) => check_url(&format!("{at}.on_failure.http.url"), &http.url),
+    check_destination(config, &format!("{at}.on_failure"), mapping.on_failure.as_ref())
+}
+
+/// A destination's URL, function reference, and connector settings.
+fn check_destination(config: &Config, at: &str, destination: Option<&DestinationConfig>) -> Result<(), Invalid> {
+    match destination {
+        None => Ok(()),
+        Some(DestinationConfig::Http(http)) => check_url(&format!("{at}.http.url"), &http.url),
         Some(DestinationConfig::Function(f)) if !config.functions.contains_key(&f.name) => {
-            Err((format!("{at}.on_failure.function.name"), unknown_function(config, &f.name)))
+            Err((format!("{at}.function.name"), unknown_function(config, &f.name)))
         }
-        _ => Ok(()),
+        Some(DestinationConfig::Function(_) | DestinationConfig::Dlq(_)) => Ok(()),
+        // Connectors check their own settings (without connecting).
+        #[allow(unreachable_patterns)]
+        Some(other) => crate::destination::target(other, &reqwest::Client::new())
+            .map(|_| ())
+            .map_err(|e| (at.to_string(), format!("{e:#}"))),
     }
 }
 
@@ -139,13 +150,7 @@ fn validate_function(config: &Config, at: &str, function: &FunctionConfig) -> Re
     }
     for (key, destination) in [("on_success", &a.on_success), ("on_failure", &a.on_failure)] {
         let at = format!("{at}.async.{key}");
-        match destination {
-            Some(DestinationConfig::Http(http)) => check_url(&format!("{at}.http.url"), &http.url)?,
-            Some(DestinationConfig::Function(f)) if !config.functions.contains_key(&f.name) => {
-                return Err((format!("{at}.function.name"), unknown_function(config, &f.name)));
-            }
-            _ => {}
-        }
+        check_destination(config, &at, destination.as_ref())?;
     }
     Ok(())
 }
