@@ -87,6 +87,7 @@ mod completer;
 mod conformance;
 mod fixture;
 pub mod memory;
+pub mod metrics;
 mod violation;
 
 pub use conformance::{CHANNEL_CAPACITY, Conformance, Report};
