@@ -7,12 +7,10 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -75,26 +73,6 @@ async fn bare_consumer(brokers: &str, topic: &str, records: usize) -> Duration {
     started.elapsed()
 }
 
-/// The trivial function: counts the records of each Kafka event.
-async fn start_function(count: Arc<AtomicUsize>) -> std::net::SocketAddr {
-    let app = axum::Router::new().fallback(move |body: Bytes| {
-        let count = count.clone();
-        async move {
-            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let n: usize = event["records"]
-                .as_object()
-                .map(|m| m.values().map(|l| l.as_array().map_or(0, Vec::len)).sum())
-                .unwrap_or(0);
-            count.fetch_add(n, Ordering::Relaxed);
-            "{}"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
 #[tokio::main]
 async fn main() {
     let records = arg("--records", 50_000);
@@ -107,34 +85,13 @@ async fn main() {
     let bare = bare_consumer(&brokers, &topic, records).await;
 
     let count = Arc::new(AtomicUsize::new(0));
-    let function = start_function(count.clone()).await;
-    let state = tempfile::tempdir().unwrap();
+    let function = support::counting_function("records", count.clone()).await;
     let config = format!(
-        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: {}\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      kafka:\n        brokers: \"{brokers}\"\n        topics: [{topic}]\n        group_id: bench-{}\n        starting_position: earliest\n    batch: {{ size: 100, window: 100ms }}\n    function: f\n",
-        state.path().display(),
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      kafka:\n        brokers: \"{brokers}\"\n        topics: [{topic}]\n        group_id: bench-{}\n        starting_position: earliest\n    batch: {{ size: 100, window: 100ms }}\n    function: f\n",
         uuid::Uuid::new_v4().simple()
     );
-    let path = state.path().join("bench.yaml");
-    std::fs::write(&path, config).unwrap();
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("SWITCHYARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("switchyard");
-    while count.load(Ordering::Relaxed) < records && started.elapsed() < Duration::from_secs(600) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let through = started.elapsed();
-    let delivered = count.load(Ordering::Relaxed);
-    let rss = support::peak_rss_mb(child.id());
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let _ = child.wait();
+    let run = support::run_until(&config, &count, records).await;
+    let (through, delivered, rss) = (run.elapsed, run.delivered, run.peak_rss_mb);
 
     let bare_rate = records as f64 / bare.as_secs_f64();
     let sy_rate = delivered as f64 / through.as_secs_f64();

@@ -7,12 +7,10 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
@@ -86,25 +84,6 @@ async fn bare_consumer(url: &str, queue: &str, messages: usize) -> Duration {
     started.elapsed()
 }
 
-async fn start_function(count: Arc<AtomicUsize>) -> std::net::SocketAddr {
-    let app = axum::Router::new().fallback(move |body: Bytes| {
-        let count = count.clone();
-        async move {
-            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let n: usize = event["rmqMessagesByQueue"]
-                .as_object()
-                .map(|m| m.values().map(|l| l.as_array().map_or(0, Vec::len)).sum())
-                .unwrap_or(0);
-            count.fetch_add(n, Ordering::Relaxed);
-            "{}"
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
 #[tokio::main]
 async fn main() {
     let messages = arg("--messages", 20_000);
@@ -117,33 +96,12 @@ async fn main() {
     let bare = bare_consumer(&url, &bare_queue, messages).await;
 
     let count = Arc::new(AtomicUsize::new(0));
-    let function = start_function(count.clone()).await;
-    let state = tempfile::tempdir().unwrap();
+    let function = support::counting_function("rmqMessagesByQueue", count.clone()).await;
     let config = format!(
-        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: {}\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      rabbitmq:\n        url: \"{url}\"\n        queue: {sy_queue}\n        prefetch: {PREFETCH}\n    batch: {{ size: 100, window: 100ms }}\n    function: f\n",
-        state.path().display()
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      rabbitmq:\n        url: \"{url}\"\n        queue: {sy_queue}\n        prefetch: {PREFETCH}\n    batch: {{ size: 100, window: 100ms }}\n    function: f\n"
     );
-    let path = state.path().join("bench.yaml");
-    std::fs::write(&path, config).unwrap();
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("SWITCHYARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("switchyard");
-    while count.load(Ordering::Relaxed) < messages && started.elapsed() < Duration::from_secs(600) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let through = started.elapsed();
-    let delivered = count.load(Ordering::Relaxed);
-    let rss = support::peak_rss_mb(child.id());
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let _ = child.wait();
+    let run = support::run_until(&config, &count, messages).await;
+    let (through, delivered, rss) = (run.elapsed, run.delivered, run.peak_rss_mb);
     let (_c, ch) = channel(&url).await;
     for q in [&bare_queue, &sy_queue] {
         let _ = ch.queue_delete(short(q), QueueDeleteOptions::default()).await;

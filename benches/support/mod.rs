@@ -1,4 +1,13 @@
 //! Shared by the benchmarks.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 /// A process's peak resident memory (VmHWM) in MB.
 pub fn peak_rss_mb(pid: u32) -> f64 {
@@ -9,4 +18,64 @@ pub fn peak_rss_mb(pid: u32) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// A trivial function that counts the records of each event it gets: the
+/// lists inside the object under `field` (`records` for Kafka,
+/// `rmqMessagesByQueue` for RabbitMQ).
+pub async fn counting_function(field: &'static str, count: Arc<AtomicUsize>) -> SocketAddr {
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let count = count.clone();
+        async move {
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let n: usize = event[field]
+                .as_object()
+                .map(|m| m.values().map(|l| l.as_array().map_or(0, Vec::len)).sum())
+                .unwrap_or(0);
+            count.fetch_add(n, Ordering::Relaxed);
+            "{}"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// What a Switchyard run through a counting function measured.
+pub struct Run {
+    pub elapsed: Duration,
+    pub delivered: usize,
+    pub peak_rss_mb: f64,
+}
+
+/// Starts the release binary on `config` (STATE_DIR replaced by a temp dir),
+/// waits until `count` reaches `expected` (10 minutes at most), stops it.
+pub async fn run_until(config: &str, count: &AtomicUsize, expected: usize) -> Run {
+    let state = tempfile::tempdir().unwrap();
+    let path = state.path().join("bench.yaml");
+    std::fs::write(&path, config.replace("STATE_DIR", &state.path().display().to_string())).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("switchyard");
+    while count.load(Ordering::Relaxed) < expected && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let run = Run {
+        elapsed: started.elapsed(),
+        delivered: count.load(Ordering::Relaxed),
+        peak_rss_mb: peak_rss_mb(child.id()),
+    };
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let _ = child.wait();
+    run
 }
