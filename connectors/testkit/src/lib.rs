@@ -88,6 +88,7 @@ mod conformance;
 mod fixture;
 pub mod memory;
 pub mod metrics;
+pub mod running;
 mod violation;
 
 pub use conformance::{CHANNEL_CAPACITY, Conformance, Report};

@@ -2,7 +2,6 @@
 //! `AMQP_URL` overrides it). A test that cannot reach it fails; it never skips.
 
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,10 +14,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use switchyard_amqp::{RabbitMqSource, RabbitMqSourceConfig};
-use switchyard_sdk::{ConnectorError, Record, SourceContext, SourceState};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use switchyard_sdk::Record;
 
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -151,55 +147,13 @@ pub fn body(record: &Record) -> String {
     String::from_utf8(bytes).expect("data is UTF-8")
 }
 
-/// A source running the way the engine runs it.
-pub struct Running {
-    pub rx: mpsc::Receiver<Record>,
-    pub state: watch::Receiver<SourceState>,
-    pub shutdown: CancellationToken,
-    pub task: JoinHandle<Result<(), ConnectorError>>,
-}
-
-pub fn start_as(mapping: &str, source: RabbitMqSource) -> Running {
-    let (out, rx) = mpsc::channel(64);
-    let (state, state_rx) = watch::channel(SourceState::Starting);
-    let shutdown = CancellationToken::new();
-    let cx = SourceContext { mapping: Arc::from(mapping), out, shutdown: shutdown.clone(), state };
-    let task = tokio::spawn(switchyard_sdk::Source::run(Box::new(source), cx));
-    Running { rx, state: state_rx, shutdown, task }
-}
+pub use switchyard_testkit::running::Running;
 
 pub fn start(source: RabbitMqSource) -> Running {
     start_as("test", source)
 }
 
-impl Running {
-    pub async fn next(&mut self, within: Duration) -> Record {
-        match tokio::time::timeout(within, self.rx.recv()).await {
-            Ok(Some(record)) => record,
-            Ok(None) => panic!("the source stopped sending records"),
-            Err(_) => panic!("no record within {within:?} (state {:?})", *self.state.borrow()),
-        }
-    }
-
-    /// Waits until the state matches; returns it.
-    pub async fn wait_for(&mut self, within: Duration, what: &str, f: impl Fn(&SourceState) -> bool) -> SourceState {
-        let waited = tokio::time::timeout(within, self.state.wait_for(|state| f(state)))
-            .await
-            .map(|waited| waited.map(|state| state.clone()));
-        match waited {
-            Ok(Ok(state)) => state,
-            Ok(Err(_)) => panic!("the source ended while waiting for {what} (last state {:?})", *self.state.borrow()),
-            Err(_) => panic!("no {what} within {within:?}: state {:?}", *self.state.borrow()),
-        }
-    }
-
-    /// Cancels and waits for `run` to return.
-    pub async fn stop(self) -> Result<(), ConnectorError> {
-        self.shutdown.cancel();
-        drop(self.rx);
-        match tokio::time::timeout(Duration::from_secs(20), self.task).await {
-            Ok(joined) => joined.expect("run() panicked"),
-            Err(_) => panic!("run() did not return within 20 s of shutdown"),
-        }
-    }
+/// Starts a source under this mapping name (its metrics label), as the engine does.
+pub fn start_as(mapping: &str, source: RabbitMqSource) -> Running {
+    switchyard_testkit::running::start(mapping, Box::new(source))
 }

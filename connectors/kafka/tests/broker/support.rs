@@ -2,7 +2,6 @@
 //! by `scripts/test`). A test that cannot reach it fails; it never skips.
 
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,10 +12,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use switchyard_kafka::{KafkaSource, KafkaSourceConfig, StartingPosition};
-use switchyard_sdk::{ConnectorError, Record, Source, SourceContext, SourceState};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use switchyard_sdk::Record;
 
 /// `KAFKA_BROKERS`, or tansu's address as `scripts/test` starts it; panics
 /// when nothing listens there.
@@ -110,44 +106,13 @@ pub fn value(record: &Record) -> String {
     String::from_utf8(bytes).expect("value is UTF-8")
 }
 
-/// A source running the way the engine runs it.
-pub struct Running {
-    pub rx: mpsc::Receiver<Record>,
-    pub state: watch::Receiver<SourceState>,
-    pub shutdown: CancellationToken,
-    pub task: JoinHandle<Result<(), ConnectorError>>,
-}
+pub use switchyard_testkit::running::Running;
 
 pub fn start(source: KafkaSource) -> Running {
     start_as("test", source)
 }
 
-/// Starts a source under this mapping name (its metrics label).
+/// Starts a source under this mapping name (its metrics label), as the engine does.
 pub fn start_as(mapping: &str, source: KafkaSource) -> Running {
-    let (out, rx) = mpsc::channel(64);
-    let (state, state_rx) = watch::channel(SourceState::Starting);
-    let shutdown = CancellationToken::new();
-    let cx = SourceContext { mapping: Arc::from(mapping), out, shutdown: shutdown.clone(), state };
-    let task = tokio::spawn(Box::new(source).run(cx));
-    Running { rx, state: state_rx, shutdown, task }
-}
-
-impl Running {
-    pub async fn next(&mut self, within: Duration) -> Record {
-        match tokio::time::timeout(within, self.rx.recv()).await {
-            Ok(Some(record)) => record,
-            Ok(None) => panic!("the source stopped sending records"),
-            Err(_) => panic!("no record within {within:?} (state {:?})", *self.state.borrow()),
-        }
-    }
-
-    /// Cancels and waits for `run` to return.
-    pub async fn stop(self) -> Result<(), ConnectorError> {
-        self.shutdown.cancel();
-        drop(self.rx);
-        match tokio::time::timeout(Duration::from_secs(20), self.task).await {
-            Ok(joined) => joined.expect("run() panicked"),
-            Err(_) => panic!("run() did not return within 20 s of shutdown"),
-        }
-    }
+    switchyard_testkit::running::start(mapping, Box::new(source))
 }
