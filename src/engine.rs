@@ -223,6 +223,7 @@ async fn wait_for_functions(supervised: &[Arc<Function>], stop: &CancellationTok
     }
 }
 
+#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq")), allow(unused_variables))]
 fn build_mappings(
     config: &Config,
     functions: &HashMap<String, Arc<Function>>,

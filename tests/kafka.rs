@@ -5,6 +5,8 @@
 //! mock cluster hosted by this test process on loopback ports, because
 //! tansu's group coordinator does not survive those (docs/testing.md).
 
+#![cfg(feature = "kafka")]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

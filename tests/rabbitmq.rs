@@ -1,6 +1,8 @@
 //! RabbitMQ mappings end to end: the real binary consuming the real broker
 //! (127.0.0.1:5672, guest/guest, running on every machine of this project).
 
+#![cfg(feature = "rabbitmq")]
+
 mod common;
 
 use std::collections::HashSet;

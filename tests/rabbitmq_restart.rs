@@ -4,6 +4,8 @@
 //! Its own test binary: cargo runs test binaries one after another, so the
 //! restart cannot disturb the other RabbitMQ tests.
 
+#![cfg(feature = "rabbitmq")]
+
 mod common;
 
 use std::collections::HashSet;
