@@ -154,7 +154,7 @@ impl Worker {
 
     async fn deliver(
         &self,
-        mut event: QueuedEvent,
+        event: QueuedEvent,
         target: &Target,
         condition: Condition,
         record: Bytes,
@@ -199,10 +199,8 @@ impl Worker {
                 }
                 self.count_delivery(target, condition, "delivered");
             }
-            Err(_) => {
-                event.destination_record = None;
-                self.count_delivery(target, condition, "failed");
-            }
+            // The event stays in the store as it was and is tried again.
+            Err(_) => self.count_delivery(target, condition, "failed"),
         }
         result
     }
