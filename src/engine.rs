@@ -233,64 +233,54 @@ fn build_mappings(
     for mapping in &config.mappings {
         let function = functions[&mapping.function].clone();
         let (state, state_rx) = watch::channel(SourceState::Starting);
-        let (source, detail) = match &mapping.source {
+        // A broker or schedule source, with how its records reach the function;
+        // a webhook has no task of its own: it lives in the server.
+        let (kind, detail, task): (_, _, Option<(Box<dyn switchyard_sdk::Source>, Delivery)>) = match &mapping.source {
             SourceConfig::Webhook(hook) => {
-                // A webhook has no task of its own: it lives in the server.
                 state.send_replace(SourceState::Running);
                 out.webhooks.insert(
                     hook.path.clone(),
                     WebhookRoute {
                         mapping: Arc::from(mapping.name.as_str()),
-                        function,
+                        function: function.clone(),
                         mode: hook.mode,
                         methods: hook.methods.as_ref().map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
                     },
                 );
-                ("webhook", json!({ "path": hook.path, "mode": format!("{:?}", hook.mode).to_lowercase() }))
+                ("webhook", json!({ "path": hook.path, "mode": format!("{:?}", hook.mode).to_lowercase() }), None)
             }
             #[cfg(feature = "schedule")]
             SourceConfig::Schedule(schedule) => {
                 let source = switchyard_schedule::ScheduleSource::new(&mapping.name, schedule)
                     .with_context(|| format!("mapping {}", mapping.name))?;
-                out.sources.push(PendingSource {
-                    mapping: mapping.name.clone(),
-                    source: Box::new(source),
-                    function,
-                    state,
-                    delivery: Delivery::Async,
-                });
-                ("schedule", json!({ "expression": schedule.expression, "timezone": schedule.timezone }))
+                let detail = json!({ "expression": schedule.expression, "timezone": schedule.timezone });
+                ("schedule", detail, Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, Delivery::Async)))
             }
             #[cfg(feature = "kafka")]
             SourceConfig::Kafka(kafka) => {
                 let source =
                     switchyard_kafka::KafkaSource::new(kafka).with_context(|| format!("mapping {}", mapping.name))?;
-                out.sources.push(PendingSource {
-                    mapping: mapping.name.clone(),
-                    source: Box::new(source),
-                    function,
-                    state,
-                    delivery: polled(mapping, client)?,
-                });
-                ("kafka", json!({ "brokers": kafka.brokers, "topics": kafka.topics, "group_id": kafka.group_id }))
+                let detail = json!({ "brokers": kafka.brokers, "topics": kafka.topics, "group_id": kafka.group_id });
+                ("kafka", detail, Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client)?)))
             }
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(rabbit) => {
                 let source = switchyard_amqp::RabbitMqSource::new(rabbit)
                     .with_context(|| format!("mapping {}", mapping.name))?;
-                out.sources.push(PendingSource {
-                    mapping: mapping.name.clone(),
-                    source: Box::new(source),
-                    function,
-                    state,
-                    delivery: polled(mapping, client)?,
-                });
-                ("rabbitmq", json!({ "queue": rabbit.queue, "prefetch": rabbit.prefetch }))
+                let detail = json!({ "queue": rabbit.queue, "prefetch": rabbit.prefetch });
+                (
+                    "rabbitmq",
+                    detail,
+                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client)?)),
+                )
             }
         };
+        if let Some((source, delivery)) = task {
+            out.sources.push(PendingSource { mapping: mapping.name.clone(), source, function, state, delivery });
+        }
         out.info.push(MappingInfo {
             name: mapping.name.clone(),
-            source,
+            source: kind,
             function: mapping.function.clone(),
             detail,
             state: state_rx,

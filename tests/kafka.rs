@@ -62,6 +62,22 @@ async fn produce(producer: &FutureProducer, topic: &str, records: &[(String, Str
     }
 }
 
+/// The first message of `topic`, as JSON (a fresh group reads from the start).
+async fn first_json_message(brokers: &str, topic: &str) -> Value {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no message on {topic} within 30 s"))
+        .unwrap();
+    serde_json::from_slice(message.payload().unwrap()).unwrap()
+}
+
 fn kafka_mapping(brokers: &str, topic: &str, group: &str, extra: &str) -> String {
     format!(
         "  - name: orders\n    source:\n      kafka:\n        brokers: \"{brokers}\"\n        topics: [{topic}]\n        group_id: {group}\n        starting_position: earliest\n        properties: {{ session.timeout.ms: \"6000\", heartbeat.interval.ms: \"500\" }}\n    function: f\n{extra}"
@@ -163,16 +179,7 @@ async fn failed_records_go_to_the_on_failure_topic_and_the_partition_moves_on() 
     })
     .await;
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&dlq]).unwrap();
-    let message =
-        tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("a failure record").unwrap();
-    let failure: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+    let failure = first_json_message(&brokers, &dlq).await;
     assert_eq!(failure["requestContext"]["condition"], "RetryAttemptsExhausted");
     assert_eq!(failure["requestContext"]["approximateInvokeCount"], 3);
     assert_eq!(failure["KafkaBatchInfo"]["topic"], topic.as_str());
@@ -309,16 +316,7 @@ async fn async_invocation_results_reach_a_kafka_destination() {
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
-    let message =
-        tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("a success record").unwrap();
-    let record: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
+    let record = first_json_message(&brokers, &topic).await;
     assert_eq!(record["requestContext"]["condition"], "Success");
     assert_eq!(record["requestPayload"], json!({"order": 9}));
     assert_eq!(record["responsePayload"], json!({"done": true}));
