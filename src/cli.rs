@@ -37,6 +37,23 @@ pub enum Command {
     /// Inspect and replay the dead-letter store.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Work with event patterns (the language of `filters`).
+    #[command(subcommand)]
+    Pattern(PatternCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PatternCommand {
+    /// Does the event match the pattern? Prints true (exit 0) or false
+    /// (exit 1); a bad pattern or event exits 2 with the reason.
+    Test {
+        /// The pattern: JSON text, or @FILE.
+        #[arg(long)]
+        pattern: String,
+        /// The event: JSON text, or @FILE, or - for standard input.
+        #[arg(long)]
+        event: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -168,9 +185,9 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `switchyard invoke`: prints the result; fails when the function failed.
-pub async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
-    let payload = match args.payload.as_str() {
+/// Text given on the command line, or `@FILE`, or `-` for standard input.
+fn text_argument(arg: &str) -> anyhow::Result<String> {
+    Ok(match arg {
         "-" => {
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s)?;
@@ -180,7 +197,22 @@ pub async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
             std::fs::read_to_string(&p[1..]).with_context(|| format!("cannot read {}", &p[1..]))?
         }
         p => p.to_string(),
-    };
+    })
+}
+
+/// `switchyard pattern test`, like EventBridge's TestEventPattern: `Ok(true)`
+/// when the event matches; an error when the pattern or event is not valid.
+pub fn pattern_test(pattern: &str, event: &str) -> anyhow::Result<bool> {
+    let pattern = switchyard_pattern::Pattern::parse(&text_argument(pattern)?)
+        .map_err(|e| anyhow::anyhow!("invalid pattern: {e}"))?;
+    let event: Value = serde_json::from_str(&text_argument(event)?)
+        .map_err(|e| anyhow::anyhow!("invalid event: expected JSON: {e}"))?;
+    Ok(pattern.matches(&event))
+}
+
+/// `switchyard invoke`: prints the result; fails when the function failed.
+pub async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
+    let payload = text_argument(&args.payload)?;
     let url = format!("{}/2015-03-31/functions/{}/invocations", args.url.trim_end_matches('/'), args.function);
     let response = reqwest::Client::new()
         .post(&url)

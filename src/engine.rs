@@ -22,6 +22,7 @@ use crate::function::{Function, process};
 use crate::pipeline;
 use crate::queue::{AsyncQueue, Store};
 use crate::server::{self, AppState, MappingInfo, WebhookRoute};
+use crate::shape::Shaper;
 
 /// How long start-up waits for supervised function processes to listen
 /// (the first start may include building the function).
@@ -68,7 +69,7 @@ struct PendingSource {
 /// How a source's records reach the function.
 enum Delivery {
     /// Into the function's durable async queue (schedules).
-    Async,
+    Async(Arc<Shaper>),
     /// In batches, synchronously, with retries and `on_failure` (brokers).
     Polled(pipeline::Settings, Option<crate::destination::Target>, bool),
 }
@@ -126,11 +127,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         queue.start(&functions, &client, async_stop.clone(), &workers)?;
         for p in mappings.sources {
             match p.delivery {
-                Delivery::Async => crate::sources::spawn_async_mapping(
+                Delivery::Async(shaper) => crate::sources::spawn_async_mapping(
                     &p.mapping,
                     p.source,
-                    p.function,
-                    queue.clone(),
+                    crate::sources::AsyncTarget { function: p.function, shaper, queue: queue.clone() },
                     p.state,
                     sources_stop.child_token(),
                     &sources,
@@ -232,6 +232,10 @@ fn build_mappings(
     let mut out = Mappings { webhooks: HashMap::new(), info: Vec::new(), sources: Vec::new() };
     for mapping in &config.mappings {
         let function = functions[&mapping.function].clone();
+        let shaper = Arc::new(
+            Shaper::new(mapping)
+                .map_err(|(key, message)| anyhow::anyhow!("mapping {}: {key}: {message}", mapping.name))?,
+        );
         let (state, state_rx) = watch::channel(SourceState::Starting);
         // A broker or schedule source, with how its records reach the function;
         // a webhook has no task of its own: it lives in the server.
@@ -245,6 +249,7 @@ fn build_mappings(
                         function: function.clone(),
                         mode: hook.mode,
                         methods: hook.methods.as_ref().map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
+                        shaper: shaper.clone(),
                     },
                 );
                 ("webhook", json!({ "path": hook.path, "mode": format!("{:?}", hook.mode).to_lowercase() }), None)
@@ -254,14 +259,22 @@ fn build_mappings(
                 let source = switchyard_schedule::ScheduleSource::new(&mapping.name, schedule)
                     .with_context(|| format!("mapping {}", mapping.name))?;
                 let detail = json!({ "expression": schedule.expression, "timezone": schedule.timezone });
-                ("schedule", detail, Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, Delivery::Async)))
+                (
+                    "schedule",
+                    detail,
+                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, Delivery::Async(shaper))),
+                )
             }
             #[cfg(feature = "kafka")]
             SourceConfig::Kafka(kafka) => {
                 let source =
                     switchyard_kafka::KafkaSource::new(kafka).with_context(|| format!("mapping {}", mapping.name))?;
                 let detail = json!({ "brokers": kafka.brokers, "topics": kafka.topics, "group_id": kafka.group_id });
-                ("kafka", detail, Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client)?)))
+                (
+                    "kafka",
+                    detail,
+                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
+                )
             }
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(rabbit) => {
@@ -271,7 +284,7 @@ fn build_mappings(
                 (
                     "rabbitmq",
                     detail,
-                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client)?)),
+                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
                 )
             }
         };
@@ -291,13 +304,18 @@ fn build_mappings(
 
 /// The delivery settings of a polled mapping.
 #[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq")), allow(dead_code))]
-fn polled(mapping: &crate::config::MappingConfig, client: &reqwest::Client) -> anyhow::Result<Delivery> {
+fn polled(
+    mapping: &crate::config::MappingConfig,
+    client: &reqwest::Client,
+    shaper: Arc<Shaper>,
+) -> anyhow::Result<Delivery> {
     let settings = pipeline::Settings {
         mapping: Arc::from(mapping.name.as_str()),
         batch: mapping.batch.unwrap_or_else(|| mapping.source.default_batch()),
         parallelization: mapping.parallelization.get(),
         retry: mapping.retry.clone(),
         report_batch_item_failures: mapping.report_batch_item_failures,
+        shaper,
     };
     let on_failure = mapping
         .on_failure

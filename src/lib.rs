@@ -10,4 +10,5 @@ pub mod function;
 pub mod pipeline;
 pub mod queue;
 pub mod server;
+pub mod shape;
 mod sources;

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use switchyard::cli::{Cli, Command, LogFormat};
+use switchyard::cli::{Cli, Command, LogFormat, PatternCommand};
 use switchyard::config::Config;
 
 // Many small allocations per event (HTTP, JSON) across worker threads: mimalloc
@@ -33,19 +33,33 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => {
                 let config = Config::load(&args.config)?;
-                switchyard::engine::run(config).await
+                switchyard::engine::run(config).await?;
             }
             Command::Validate(args) => {
                 Config::load(&args.config)?;
                 println!("{}: valid", args.config.display());
-                Ok(())
             }
-            Command::Invoke(args) => switchyard::cli::invoke(args).await,
-            Command::Dlq(command) => switchyard::cli::dlq(command).await,
+            Command::Invoke(args) => switchyard::cli::invoke(args).await?,
+            Command::Dlq(command) => switchyard::cli::dlq(command).await?,
+            // Answers with its exit code, as EventBridge's TestEventPattern
+            // answers true or false.
+            Command::Pattern(PatternCommand::Test { pattern, event }) => {
+                return match switchyard::cli::pattern_test(&pattern, &event) {
+                    Ok(matched) => {
+                        println!("{matched}");
+                        Ok(ExitCode::from(if matched { 0 } else { 1 }))
+                    }
+                    Err(error) => {
+                        eprintln!("error: {error:#}");
+                        Ok(ExitCode::from(2))
+                    }
+                };
+            }
         }
+        anyhow::Ok(ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE

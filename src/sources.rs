@@ -8,22 +8,29 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchyard_sdk::{Outcome, Source, SourceContext, SourceState};
+use switchyard_sdk::{Outcome, Record, SingleEnvelope, Source, SourceContext, SourceState};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::function::Function;
 use crate::queue::AsyncQueue;
+use crate::shape::{Admit, Item, Shaper};
 
 /// Records a source may have handed on before it waits (backpressure).
 const CHANNEL_CAPACITY: usize = 64;
 
+/// Where an async mapping's records go: shaped, then into `function`'s queue.
+pub struct AsyncTarget {
+    pub function: Arc<Function>,
+    pub shaper: Arc<Shaper>,
+    pub queue: Arc<AsyncQueue>,
+}
+
 pub fn spawn_async_mapping(
     mapping: &str,
     source: Box<dyn Source>,
-    function: Arc<Function>,
-    queue: Arc<AsyncQueue>,
+    target: AsyncTarget,
     state: watch::Sender<SourceState>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
@@ -38,10 +45,30 @@ pub fn spawn_async_mapping(
             state.send_replace(SourceState::Disconnected(error.to_string()));
         }
     });
+    let AsyncTarget { function, shaper, queue } = target;
     tracker.spawn(async move {
         // Ends when the source has stopped and dropped its sender.
-        while let Some(record) = rx.recv().await {
-            let payload = Bytes::from(record.data.to_string());
+        while let Some(mut record) = rx.recv().await {
+            let payload = if shaper.is_passthrough() {
+                Bytes::from(record.data.to_string())
+            } else {
+                match shape(&shaper, &mut record) {
+                    Ok(Some(payload)) => payload,
+                    Ok(None) => {
+                        record.ack.complete(Outcome::Delivered);
+                        continue;
+                    }
+                    Err(error) => {
+                        let payload = Bytes::from(record.data.to_string());
+                        let outcome = match queue.transform_failed(&function.name, &name, payload, &error).await {
+                            Ok(_) => Outcome::Delivered,
+                            Err(e) => Outcome::Retry(e.to_string()),
+                        };
+                        record.ack.complete(outcome);
+                        continue;
+                    }
+                }
+            };
             match queue.accept(&function.name, &name, payload).await {
                 Ok(request_id) => {
                     tracing::debug!(mapping = %name, function = %function.name, %request_id, "event queued");
@@ -54,4 +81,16 @@ pub fn spawn_async_mapping(
             }
         }
     });
+}
+
+/// The event to queue for `record`: `None` when filtered out, an error when
+/// a transform failed.
+fn shape(shaper: &Shaper, record: &mut Record) -> Result<Option<Bytes>, String> {
+    match shaper.admit(&SingleEnvelope, &mut record.data) {
+        Admit::Keep => {}
+        Admit::Skip => return Ok(None),
+        Admit::Fail(error) => return Err(error),
+    }
+    let item = Item { id: &record.id, time: record.created_at, data: &record.data };
+    shaper.event(&SingleEnvelope, &[item]).map(|shaped| Some(shaped.payload))
 }

@@ -14,6 +14,7 @@ use switchyard::config::{BackoffConfig, BatchConfig, FunctionConfig, RetryConfig
 use switchyard::function::Function;
 use switchyard::pipeline::{self, Settings};
 use switchyard::queue::{AsyncQueue, Store};
+use switchyard::shape::Shaper;
 use switchyard_sdk::{Source, SourceState};
 use switchyard_testkit::memory::{MemoryLog, MemoryLogSource, MemoryQueue, MemoryQueueSource};
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,7 @@ fn settings(size: usize, retry: RetryConfig, report: bool) -> Settings {
         parallelization: 1,
         retry,
         report_batch_item_failures: report,
+        shaper: Arc::new(Shaper::passthrough()),
     }
 }
 

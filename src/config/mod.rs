@@ -205,6 +205,94 @@ pub struct MappingConfig {
     /// Where records go once retries or record age are spent; the embedded
     /// dead-letter store when not set.
     pub on_failure: Option<DestinationConfig>,
+    /// Event patterns, ORed: a record that matches none is acknowledged
+    /// without invoking the function.
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+    /// A jq program or an input transformer applied to each record's
+    /// payload, and a jq program over each batch's event.
+    pub transform: Option<TransformConfig>,
+    /// The shape of the event the function receives.
+    #[serde(default, deserialize_with = "FormatConfig::deserialize")]
+    pub format: FormatConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// An EventBridge event pattern: a map, or its JSON text as Lambda takes it.
+    pub pattern: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformConfig {
+    /// A jq program run on each record; its output becomes the record's payload.
+    pub record: Option<String>,
+    /// A jq program run on each batch's event; its output is what the function receives.
+    pub batch: Option<String>,
+    /// EventBridge's input transformer: names for JSONPath values of the record...
+    pub input_paths: Option<BTreeMap<String, String>>,
+    /// ...and the text they are put into as `<name>`.
+    pub input_template: Option<String>,
+}
+
+/// `format: lambda | raw | cloudevents`, or `format: {cloudevents: {...}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FormatConfig {
+    /// The event Lambda delivers for the source.
+    #[default]
+    Lambda,
+    /// The payload alone; a JSON array of payloads for a batch of several.
+    Raw,
+    CloudEvents(CloudEventsConfig),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudEventsConfig {
+    #[serde(default)]
+    pub mode: CloudEventsMode,
+    /// The `type` attribute; `switchyard.<source kind>` when not set.
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    /// The `source` attribute; `/switchyard/mappings/<mapping>` when not set.
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudEventsMode {
+    /// The event as a JSON document (`application/cloudevents+json`).
+    #[default]
+    Structured,
+    /// The payload as the body and the attributes as `ce-` headers (HTTP
+    /// functions, one record per invocation).
+    Binary,
+}
+
+impl FormatConfig {
+    fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Nested {
+            cloudevents: CloudEventsConfig,
+        }
+        let expected = "expected lambda, raw, cloudevents or {cloudevents: {mode, type, source}}";
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(name) => match name.as_str() {
+                "lambda" => Ok(Self::Lambda),
+                "raw" => Ok(Self::Raw),
+                "cloudevents" => Ok(Self::CloudEvents(CloudEventsConfig::default())),
+                other => Err(D::Error::custom(format!("unknown format {other:?}: {expected}"))),
+            },
+            value @ serde_json::Value::Object(_) => serde_json::from_value::<Nested>(value)
+                .map(|n| Self::CloudEvents(n.cloudevents))
+                .map_err(|e| D::Error::custom(format!("{e}: {expected}"))),
+            other => Err(D::Error::custom(format!("got {other}: {expected}"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -28,6 +28,7 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
             return Err((format!("{at}.function"), unknown_function(config, &mapping.function)));
         }
         validate_delivery(config, &at, mapping)?;
+        validate_shape(&at, mapping)?;
         match &mapping.source {
             SourceConfig::Webhook(hook) => {
                 let at = format!("{at}.source.webhook");
@@ -109,6 +110,29 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
         return Err((format!("{at}.batch.size"), "expected 1 to 10000".into()));
     }
     check_destination(config, &format!("{at}.on_failure"), mapping.on_failure.as_ref())
+}
+
+/// Filters and transforms compile; CloudEvents binary mode fits the path.
+fn validate_shape(at: &str, mapping: &MappingConfig) -> Result<(), Invalid> {
+    crate::shape::Shaper::new(mapping).map_err(|(key, message)| (format!("{at}.{key}"), message))?;
+    let FormatConfig::CloudEvents(CloudEventsConfig { mode: CloudEventsMode::Binary, .. }) = &mapping.format else {
+        return Ok(());
+    };
+    let at = format!("{at}.format.cloudevents.mode");
+    let queued = match &mapping.source {
+        SourceConfig::Webhook(hook) => hook.mode == WebhookMode::Async,
+        other => !other.is_polled(),
+    };
+    if queued {
+        return Err((
+            at,
+            "binary mode needs a synchronous path; a queued event keeps its body only: use mode: structured".into(),
+        ));
+    }
+    if mapping.source.is_polled() && mapping.batch.unwrap_or_else(|| mapping.source.default_batch()).size.get() != 1 {
+        return Err((at, "binary mode carries one record per invocation: set batch.size to 1".into()));
+    }
+    Ok(())
 }
 
 /// A destination's URL, function reference, and connector settings.

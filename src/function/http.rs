@@ -38,8 +38,9 @@ impl HttpFunction {
             .timeout(self.timeout)
             .headers(self.headers.clone())
             .header("x-switchyard-request-id", &invocation.request_id)
-            .header("x-switchyard-attempt", invocation.attempt)
-            .body(invocation.payload.clone());
+            .header("x-switchyard-attempt", invocation.attempt);
+        let request = invocation.headers.iter().fold(request, |r, (name, value)| r.header(name, value));
+        let request = request.body(invocation.payload.clone());
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Err(self.timed_out()),

@@ -26,6 +26,9 @@ pub struct Invocation {
     pub payload: Bytes,
     /// 1 for the first try.
     pub attempt: u32,
+    /// Headers an HTTP function gets with the payload (CloudEvents binary
+    /// mode); other kinds ignore them.
+    pub headers: Vec<(::http::HeaderName, ::http::HeaderValue)>,
 }
 
 /// Why an invocation did not succeed, in the classes retry policies care about.

@@ -16,6 +16,7 @@ use super::batch::Pending;
 use super::failure::{Failure, FailureRoute};
 use crate::function::{Function, Invocation, InvokeError, Wait};
 use crate::queue::backoff;
+use crate::shape::{Item, Shaped};
 
 pub struct Lane {
     settings: Settings,
@@ -65,6 +66,10 @@ impl Lane {
         &self.function
     }
 
+    pub fn envelope(&self) -> &dyn Envelope {
+        self.envelope.as_ref()
+    }
+
     /// Takes batches from `pending` until it closes or shutdown.
     pub async fn run(self: Arc<Self>, pending: Arc<Mutex<Pending>>) {
         loop {
@@ -104,14 +109,25 @@ impl Lane {
                     break;
                 }
                 self.metrics.batch_size.record(batch.len() as f64);
-                let event = {
+                let event = if self.settings.shaper.is_passthrough() {
                     let data: Vec<&Value> = batch.iter().map(|r| &r.data).collect();
-                    Bytes::from(self.envelope.event(&data).to_string())
+                    Shaped { payload: Bytes::from(self.envelope.event(&data).to_string()), headers: Vec::new() }
+                } else {
+                    let items: Vec<Item> =
+                        batch.iter().map(|r| Item { id: &r.id, time: r.created_at, data: &r.data }).collect();
+                    match self.settings.shaper.event(self.envelope.as_ref(), &items) {
+                        Ok(event) => event,
+                        Err(error) => {
+                            self.fail(batch, Failure::TransformFailed(error)).await;
+                            break;
+                        }
+                    }
                 };
                 let invocation = Invocation {
                     request_id: uuid::Uuid::new_v4().to_string(),
-                    payload: event.clone(),
+                    payload: event.payload,
                     attempt: attempts + 1,
+                    headers: event.headers,
                 };
                 let failed = match self.function.invoke(&self.settings.mapping, &invocation, Wait::Bounded).await {
                     Ok(answer) => match self.failed_items(&answer, &batch) {
@@ -254,7 +270,7 @@ impl Lane {
 
     /// Writes the failure record, retrying until it is written or shutdown;
     /// only then are the records acknowledged.
-    async fn fail(&self, records: Vec<Record>, failure: Failure) {
+    pub async fn fail(&self, records: Vec<Record>, failure: Failure) {
         if self.on_failure.rejects() {
             // The broker dead-letters them (or drops them, as it is configured).
             tracing::warn!(mapping = %self.settings.mapping, records = records.len(), condition = failure.condition(),

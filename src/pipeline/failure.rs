@@ -15,8 +15,13 @@ use crate::function::{Function, InvokeError};
 use crate::queue::{AsyncQueue, DeadLetter, now_ms, record};
 
 pub enum Failure {
-    RetriesExhausted { error: InvokeError, attempts: u32 },
+    RetriesExhausted {
+        error: InvokeError,
+        attempts: u32,
+    },
     RecordAgeExceeded,
+    /// A record or batch transform failed on these records.
+    TransformFailed(String),
 }
 
 impl Failure {
@@ -24,6 +29,7 @@ impl Failure {
         match self {
             Failure::RetriesExhausted { .. } => "RetryAttemptsExhausted",
             Failure::RecordAgeExceeded => "RecordAgeExceeded",
+            Failure::TransformFailed(_) => "TransformFailed",
         }
     }
 }
@@ -75,6 +81,9 @@ impl FailureRoute {
             );
             obj.insert("responsePayload".into(), record::payload_value(&error.error_payload()));
         }
+        if let Failure::TransformFailed(message) = failure {
+            obj.insert("responsePayload".into(), json!({"errorType": "TransformError", "errorMessage": message}));
+        }
         if let Some((key, info)) = envelope.batch_info(&data) {
             obj.insert(key.into(), info);
         }
@@ -85,6 +94,7 @@ impl FailureRoute {
             }
             Failure::RetriesExhausted { error, .. } => (Some(error.error_type().to_string()), Some(error.to_string())),
             Failure::RecordAgeExceeded => (Some("RecordAgeExceeded".to_string()), None),
+            Failure::TransformFailed(e) => (Some("TransformError".to_string()), Some(e.clone())),
         };
         tracing::warn!(
             mapping,

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use switchyard_sdk::{Record, Source, SourceContext, SourceState};
+use switchyard_sdk::{Outcome, Record, Source, SourceContext, SourceState};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,7 +29,9 @@ use crate::config::{BatchConfig, RetryConfig};
 use crate::destination::Target;
 use crate::function::Function;
 use crate::queue::AsyncQueue;
+use crate::shape::{Admit, Shaper};
 use deliver::Lane;
+use failure::Failure;
 pub use failure::FailureRoute;
 
 /// Records between the source and the router; a full channel holds the
@@ -44,6 +46,8 @@ pub struct Settings {
     pub parallelization: usize,
     pub retry: RetryConfig,
     pub report_batch_item_failures: bool,
+    /// Filters, transforms and the event's format.
+    pub shaper: Arc<Shaper>,
 }
 
 /// Starts `source` and its pipeline on `tracker`; both stop when `shutdown`
@@ -78,7 +82,23 @@ async fn route(mut records: mpsc::Receiver<Record>, lane: Arc<Lane>, tracker: Ta
     let lane_capacity = settings.batch.size.get();
     let mut ordered: HashMap<String, mpsc::Sender<Record>> = HashMap::new();
     let mut shared: Option<mpsc::Sender<Record>> = None;
-    while let Some(record) = records.recv().await {
+    let shaper = settings.shaper.clone();
+    let shaping = !shaper.is_passthrough();
+    while let Some(mut record) = records.recv().await {
+        if shaping {
+            match shaper.admit(lane.envelope(), &mut record.data) {
+                Admit::Keep => {}
+                Admit::Skip => {
+                    record.ack.complete(Outcome::Delivered);
+                    continue;
+                }
+                Admit::Fail(error) => {
+                    // Held here until written: the source waits, nothing is lost.
+                    lane.fail(vec![record], Failure::TransformFailed(error)).await;
+                    continue;
+                }
+            }
+        }
         let sender = match &record.scope {
             Some(scope) => {
                 let key = lane_key(scope, record.key.as_deref(), settings.parallelization);

@@ -108,6 +108,42 @@ impl AsyncQueue {
         Ok(request_id)
     }
 
+    /// Stores an event whose transform failed straight in the dead-letter
+    /// store, with the error, where it can be seen and replayed.
+    pub async fn transform_failed(
+        &self,
+        function: &str,
+        source: &str,
+        payload: Bytes,
+        error: &str,
+    ) -> Result<String, StoreError> {
+        tracing::warn!(mapping = source, function, error, "transform failed; the event goes to the dead-letter store");
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let now = now_ms();
+        self.store
+            .dead_letter(
+                None,
+                DeadLetter {
+                    id: 0,
+                    request_id: request_id.clone(),
+                    function: function.to_string(),
+                    source: source.to_string(),
+                    payload,
+                    condition: "TransformFailed".to_string(),
+                    error_type: Some("TransformError".to_string()),
+                    error_message: Some(error.to_string()),
+                    attempts: 0,
+                    enqueued_at: now,
+                    first_attempt_at: None,
+                    last_attempt_at: None,
+                    failed_at: now,
+                    record: None,
+                },
+            )
+            .await?;
+        Ok(request_id)
+    }
+
     /// An event left the queue for good (done, dead-lettered).
     fn left(&self) {
         self.depth.fetch_sub(1, Ordering::AcqRel);

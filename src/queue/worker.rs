@@ -48,6 +48,7 @@ impl Worker {
             request_id: event.request_id.clone(),
             payload: event.payload.clone(),
             attempt: event.invokes + 1,
+            headers: Vec::new(),
         };
         let result = self.function.invoke(&event.source, &invocation, Wait::No).await;
         let now = now_ms();

@@ -110,7 +110,7 @@ pub async fn invoke(
         },
         _ => {
             let request_id = uuid::Uuid::new_v4().to_string();
-            let invocation = Invocation { request_id: request_id.clone(), payload, attempt: 1 };
+            let invocation = Invocation { request_id: request_id.clone(), payload, attempt: 1, headers: Vec::new() };
             let response = match function.invoke("invoke-api", &invocation, Wait::Bounded).await {
                 Ok(result) => result_response(result, None),
                 Err(InvokeError::Throttled { .. }) => {

@@ -34,6 +34,7 @@ pub struct WebhookRoute {
     pub mode: WebhookMode,
     /// Upper-case method names; `None` accepts any.
     pub methods: Option<Vec<String>>,
+    pub shaper: Arc<crate::shape::Shaper>,
 }
 
 /// What `/v1/mappings` shows of one mapping.

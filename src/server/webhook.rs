@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use serde_json::json;
 use switchyard_http::apigw;
 
@@ -15,6 +16,7 @@ use super::{ASYNC_PAYLOAD_LIMIT, AppState, SYNC_PAYLOAD_LIMIT, json, read_body};
 use crate::config::WebhookMode;
 use crate::function::{Invocation, InvokeError, TIMEOUT_ERROR, Wait};
 use crate::queue::AcceptError;
+use crate::shape::{Admit, Item, WebhookEnvelope};
 
 pub async fn handle(
     State(app): State<Arc<AppState>>,
@@ -79,7 +81,21 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         request_id: &request_id,
         received_at,
     });
-    let payload = event.to_json();
+    let (payload, headers) = if route.shaper.is_passthrough() {
+        (event.to_json(), Vec::new())
+    } else {
+        let mut data = serde_json::to_value(&event).unwrap_or_default();
+        let item = |data| Item { id: &request_id, time: received_at.into(), data };
+        let shaped = match route.shaper.admit(&WebhookEnvelope, &mut data) {
+            Admit::Keep => route.shaper.event(&WebhookEnvelope, &[item(&data)]),
+            Admit::Skip => return filtered(route.mode),
+            Admit::Fail(error) => Err(error),
+        };
+        match shaped {
+            Ok(shaped) => (shaped.payload, shaped.headers),
+            Err(error) => return transform_failed(app, route, event.to_json(), error).await,
+        }
+    };
     match route.mode {
         WebhookMode::Async => match app.queue.accept(&route.function.name, &route.mapping, payload).await {
             Ok(request_id) => {
@@ -106,7 +122,7 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
             }
         },
         WebhookMode::Sync => {
-            let invocation = Invocation { request_id, payload, attempt: 1 };
+            let invocation = Invocation { request_id, payload, attempt: 1, headers };
             match route.function.invoke(&route.mapping, &invocation, Wait::Bounded).await {
                 Ok(result) => match apigw::response(&result) {
                     Ok(r) => {
@@ -132,6 +148,39 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
                     json(StatusCode::INTERNAL_SERVER_ERROR, json!({ "message": "Internal Server Error" }))
                 }
                 Err(InvokeError::Unreachable(_)) => json(StatusCode::BAD_GATEWAY, json!({ "message": "Bad Gateway" })),
+            }
+        }
+    }
+}
+
+/// A request no filter matched: acknowledged, the function not invoked.
+fn filtered(mode: WebhookMode) -> Response {
+    let mut response = match mode {
+        WebhookMode::Sync => StatusCode::NO_CONTENT.into_response(),
+        WebhookMode::Async => json(StatusCode::ACCEPTED, json!({ "filtered": true })),
+    };
+    response.headers_mut().insert("x-switchyard-filtered", HeaderValue::from_static("true"));
+    response
+}
+
+/// A sync caller learns why its request could not be transformed; an async
+/// one's event is kept in the dead-letter store with the error.
+async fn transform_failed(app: &AppState, route: &super::WebhookRoute, event: Bytes, error: String) -> Response {
+    match route.mode {
+        WebhookMode::Sync => json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "message": format!("Unprocessable Entity: transform failed: {error}") }),
+        ),
+        WebhookMode::Async => {
+            match app.queue.transform_failed(&route.function.name, &route.mapping, event, &error).await {
+                Ok(id) => json(StatusCode::ACCEPTED, json!({ "requestId": id, "deadLettered": true, "error": error })),
+                Err(e) => {
+                    tracing::error!(mapping = %route.mapping, error = %e, "cannot store a webhook event whose transform failed");
+                    json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({ "message": "Internal Server Error: the event was not stored" }),
+                    )
+                }
             }
         }
     }

@@ -9,7 +9,7 @@ use chrono::DateTime;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde_json::{Map, Number, Value, json};
-use switchyard_sdk::Envelope;
+use switchyard_sdk::{Envelope, PayloadField};
 
 /// The account and region of every ARN Switchyard makes up.
 const ARN_PREFIX: &str = "arn:aws:mq:us-east-1:000000000000:broker:switchyard";
@@ -134,6 +134,11 @@ impl Envelope for RabbitMqEnvelope {
             "eventSourceArn": self.source_arn,
             "rmqMessagesByQueue": by_queue,
         })
+    }
+
+    fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {
+        const FIELDS: &[PayloadField] = &[PayloadField::base64("data")];
+        FIELDS
     }
 }
 

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use rdkafka::Message;
 use rdkafka::message::{Headers, Timestamp};
 use serde_json::{Map, Value, json};
-use switchyard_sdk::Envelope;
+use switchyard_sdk::{Envelope, PayloadField};
 
 /// The record as Lambda delivers it in a self-managed Kafka event:
 /// `{"topic","partition","offset","timestamp","timestampType","key","value","headers"}`.
@@ -101,6 +101,11 @@ impl Envelope for KafkaEnvelope {
             "bootstrapServers": self.bootstrap_servers,
             "records": groups,
         })
+    }
+
+    fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {
+        const FIELDS: &[PayloadField] = &[PayloadField::base64("value"), PayloadField::base64("key")];
+        FIELDS
     }
 
     /// Accepts both forms functions use: `{"topic-partition": "t-0", "offset": 15}`

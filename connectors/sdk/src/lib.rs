@@ -16,11 +16,13 @@
 mod ack;
 mod checkpoint;
 mod error;
+mod payload;
 mod record;
 mod source;
 
 pub use ack::{Ack, Outcome};
 pub use checkpoint::OffsetTracker;
 pub use error::ConnectorError;
+pub use payload::{Encoding, PayloadField, payload_value};
 pub use record::{Batch, Envelope, Record, RecordsEnvelope, SingleEnvelope};
 pub use source::{Destination, Source, SourceContext, SourceState};

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::Ack;
+use crate::{Ack, PayloadField};
 
 /// One record from a source, in the shape Lambda delivers it for that source.
 #[derive(Debug)]
@@ -63,6 +63,12 @@ pub trait Envelope: Send + Sync {
     /// the key (`"KafkaBatchInfo"`) and its value. `None` when the source has none.
     fn batch_info(&self, _records: &[&Value]) -> Option<(&'static str, Value)> {
         None
+    }
+
+    /// The payload fields of `record`, the main payload first (Kafka: `value`
+    /// then `key`). Empty when the record is its own payload (schedules).
+    fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {
+        &[]
     }
 }
 

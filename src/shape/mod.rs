@@ -1,0 +1,282 @@
+//! Per-mapping filtering and shaping, applied the same way to every source:
+//! event patterns decide which records reach the function, a record transform
+//! (jq or EventBridge's input transformer) rewrites each record's payload,
+//! the format picks the event's shape, and a batch transform (jq) rewrites
+//! the whole event.
+//!
+//! Patterns and record transforms see a record as Lambda's event filtering
+//! does: the record's metadata with its payload decoded and, when it is JSON,
+//! parsed (`value`/`key` for Kafka, `data` for RabbitMQ, `body` for webhooks).
+//! A record transform's output becomes the record's payload, encoded as the
+//! source encodes it, so an unmodified Lambda handler still finds it where it
+//! looks (base64 in a Kafka `value`, text in a webhook `body`).
+
+mod format;
+mod jq;
+mod template;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use switchyard_pattern::{Pattern, PatternSet};
+use switchyard_sdk::{Envelope, PayloadField, payload_value};
+
+use crate::config::{CloudEventsMode, FormatConfig, MappingConfig};
+pub use format::{Format, Item, Shaped};
+pub use jq::Jq;
+use template::InputTransformer;
+
+/// What happens to one record before batching.
+#[derive(Debug, PartialEq)]
+pub enum Admit {
+    /// On to the function.
+    Keep,
+    /// Matched no filter (or a transform produced nothing): acknowledged
+    /// without invoking.
+    Skip,
+    /// The record transform failed: the record goes to the failure path.
+    Fail(String),
+}
+
+enum RecordTransform {
+    Jq(Jq),
+    Input(InputTransformer),
+}
+
+pub struct Shaper {
+    filter: Option<PatternSet>,
+    record: Option<RecordTransform>,
+    batch: Option<Jq>,
+    format: Format,
+    filtered: metrics::Counter,
+    transform_errors: metrics::Counter,
+}
+
+impl std::fmt::Debug for Shaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shaper")
+            .field("filters", &self.filter.as_ref().map_or(0, PatternSet::len))
+            .field("record_transform", &self.record.is_some())
+            .field("batch_transform", &self.batch.is_some())
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// A config error: the key path under the mapping, and what was expected.
+pub type Invalid = (String, String);
+
+impl Shaper {
+    pub fn new(mapping: &MappingConfig) -> Result<Self, Invalid> {
+        let mut patterns = Vec::with_capacity(mapping.filters.len());
+        for (i, filter) in mapping.filters.iter().enumerate() {
+            let at = format!("filters[{i}].pattern");
+            let pattern = match &filter.pattern {
+                Value::String(text) => serde_json::from_str(text)
+                    .map_err(|e| (at.clone(), format!("expected an event pattern as JSON text: {e}")))?,
+                other => other.clone(),
+            };
+            Pattern::new(&pattern).map_err(|e| (join(&at, &e.path), e.message))?;
+            patterns.push(pattern);
+        }
+        let filter = if patterns.is_empty() {
+            None
+        } else {
+            Some(PatternSet::new(&patterns).map_err(|e| ("filters".to_string(), e.to_string()))?)
+        };
+        let (record, batch) = match &mapping.transform {
+            None => (None, None),
+            Some(t) => {
+                let record = match (&t.record, &t.input_paths, &t.input_template) {
+                    (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                        return Err((
+                            "transform".into(),
+                            "expected either record (jq) or input_paths/input_template, not both".into(),
+                        ));
+                    }
+                    (Some(code), None, None) => {
+                        Some(RecordTransform::Jq(Jq::compile(code).map_err(|e| ("transform.record".to_string(), e))?))
+                    }
+                    (None, paths, Some(template)) => Some(RecordTransform::Input(
+                        InputTransformer::new(&paths.clone().unwrap_or_default(), template, &mapping.name)
+                            .map_err(|(key, e)| (format!("transform.{key}"), e))?,
+                    )),
+                    (None, Some(_), None) => {
+                        return Err(("transform.input_template".into(), "expected a template for input_paths".into()));
+                    }
+                    (None, None, None) => None,
+                };
+                let batch =
+                    t.batch.as_deref().map(Jq::compile).transpose().map_err(|e| ("transform.batch".to_string(), e))?;
+                (record, batch)
+            }
+        };
+        let format = match &mapping.format {
+            FormatConfig::Lambda => Format::Lambda,
+            FormatConfig::Raw => Format::Raw,
+            FormatConfig::CloudEvents(ce) => Format::CloudEvents {
+                binary: ce.mode == CloudEventsMode::Binary,
+                type_: ce.type_.clone().unwrap_or_else(|| format!("switchyard.{}", mapping.source.kind())),
+                source: ce.source.clone().unwrap_or_else(|| format!("/switchyard/mappings/{}", mapping.name)),
+            },
+        };
+        let name = mapping.name.clone();
+        Ok(Self {
+            filter,
+            record,
+            batch,
+            format,
+            filtered: metrics::counter!("switchyard_records_filtered_total", "mapping" => name.clone()),
+            transform_errors: metrics::counter!("switchyard_transform_errors_total", "mapping" => name),
+        })
+    }
+
+    /// A shaper that lets every record through and gives Lambda's event.
+    pub fn passthrough() -> Self {
+        Self {
+            filter: None,
+            record: None,
+            batch: None,
+            format: Format::Lambda,
+            filtered: metrics::Counter::noop(),
+            transform_errors: metrics::Counter::noop(),
+        }
+    }
+
+    /// True when records pass as they are and the event is Lambda's: the
+    /// engine then skips the shaper altogether.
+    pub fn is_passthrough(&self) -> bool {
+        self.filter.is_none() && self.record.is_none() && self.batch.is_none() && matches!(self.format, Format::Lambda)
+    }
+
+    /// Filters `data` and applies the record transform to it in place.
+    pub fn admit(&self, envelope: &dyn Envelope, data: &mut Value) -> Admit {
+        if self.filter.is_none() && self.record.is_none() {
+            return Admit::Keep;
+        }
+        let view = view(envelope, data);
+        if let Some(filter) = &self.filter
+            && !filter.matches(&view)
+        {
+            self.filtered.increment(1);
+            return Admit::Skip;
+        }
+        let output = match &self.record {
+            None => return Admit::Keep,
+            Some(RecordTransform::Jq(jq)) => match jq.run(&view) {
+                Ok(mut out) if out.len() == 1 => out.pop().map(Payload::Value),
+                Ok(out) if out.is_empty() => None,
+                Ok(_) => Some(Payload::Error(
+                    "the record transform produced more than one value; expected one (collect them with [...])".into(),
+                )),
+                Err(e) => Some(Payload::Error(e)),
+            },
+            Some(RecordTransform::Input(t)) => Some(Payload::Text(t.apply(&view))),
+        };
+        match output {
+            None => {
+                self.filtered.increment(1);
+                Admit::Skip
+            }
+            Some(Payload::Error(e)) => {
+                self.transform_errors.increment(1);
+                Admit::Fail(e)
+            }
+            Some(payload) => {
+                set_payload(envelope, data, payload);
+                Admit::Keep
+            }
+        }
+    }
+
+    /// The invocation for a batch of admitted records; an error when the
+    /// batch transform failed.
+    pub fn event(&self, envelope: &dyn Envelope, items: &[Item]) -> Result<Shaped, String> {
+        let Some(jq) = &self.batch else {
+            return Ok(self.format.shape(envelope, items));
+        };
+        match jq.run_one(&self.format.value(envelope, items)) {
+            Ok(out) => Ok(Shaped { payload: payload_bytes(&out), headers: Vec::new() }),
+            Err(e) => {
+                self.transform_errors.increment(1);
+                Err(format!("batch transform: {e}"))
+            }
+        }
+    }
+
+    pub fn format(&self) -> &Format {
+        &self.format
+    }
+}
+
+fn join(at: &str, path: &str) -> String {
+    if path.is_empty() { at.to_string() } else { format!("{at}.{path}") }
+}
+
+enum Payload {
+    Value(Value),
+    Text(String),
+    Error(String),
+}
+
+/// A transform's output as payload bytes: a string is its text (as `jq -r`
+/// prints it), anything else its JSON.
+fn payload_bytes(value: &Value) -> Bytes {
+    match value {
+        Value::String(s) => Bytes::from(s.clone()),
+        other => Bytes::from(other.to_string()),
+    }
+}
+
+/// `data` as patterns and transforms see it: payload fields decoded, and
+/// parsed when they are JSON.
+pub fn view<'a>(envelope: &dyn Envelope, data: &'a Value) -> Cow<'a, Value> {
+    let fields = envelope.payload_fields(data);
+    if fields.is_empty() {
+        return Cow::Borrowed(data);
+    }
+    let mut view = data.clone();
+    if let Some(object) = view.as_object_mut() {
+        for field in fields {
+            if let Some(bytes) = field.bytes(data) {
+                object.insert(field.key.to_string(), payload_value(&bytes));
+            }
+        }
+    }
+    Cow::Owned(view)
+}
+
+fn set_payload(envelope: &dyn Envelope, data: &mut Value, payload: Payload) {
+    let field: Option<PayloadField> = envelope.payload_fields(data).first().copied();
+    match (field, payload) {
+        (Some(field), Payload::Value(v)) => field.set(data, &payload_bytes(&v)),
+        (Some(field), Payload::Text(t)) => field.set(data, t.as_bytes()),
+        (None, Payload::Value(v)) => *data = v,
+        (None, Payload::Text(t)) => *data = payload_value(t.as_bytes()),
+        (_, Payload::Error(_)) => {}
+    }
+}
+
+/// A webhook's API Gateway event: its payload is `body`, base64 when
+/// `isBase64Encoded`.
+pub struct WebhookEnvelope;
+
+impl Envelope for WebhookEnvelope {
+    fn event(&self, records: &[&Value]) -> Value {
+        switchyard_sdk::SingleEnvelope.event(records)
+    }
+
+    fn payload_fields(&self, record: &Value) -> &'static [PayloadField] {
+        const TEXT: &[PayloadField] = &[PayloadField::text("body")];
+        const BASE64: &[PayloadField] = &[PayloadField::base64("body")];
+        if record.get("isBase64Encoded") == Some(&Value::Bool(true)) { BASE64 } else { TEXT }
+    }
+}
+
+/// A shaper shared by a mapping's tasks.
+pub type SharedShaper = Arc<Shaper>;
+
+#[cfg(test)]
+mod tests;
