@@ -212,7 +212,8 @@ impl Shaper {
 }
 
 fn join(at: &str, path: &str) -> String {
-    if path.is_empty() { at.to_string() } else { format!("{at}.{path}") }
+    // The pattern crate names the whole pattern `$`.
+    if path.is_empty() || path == "$" { at.to_string() } else { format!("{at}.{path}") }
 }
 
 enum Payload {

@@ -62,7 +62,7 @@ pub(crate) enum FieldKind {
 }
 
 /// A leaf's matcher list: it holds when any matcher matches any value at the path.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Leaf {
     pub(crate) matchers: Vec<Matcher>,
     /// `{"exists": true}` is in the list: holds when the path has at least one leaf value.

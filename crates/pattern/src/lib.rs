@@ -42,7 +42,8 @@
 //! `{"wildcard": "w" or ["w", ...]}`.
 //!
 //! `"$or": [{...}, {...}]`, at any object level, holds when any of its (at least two) alternatives holds;
-//! each alternative is a pattern object evaluated at the same level, and may nest further `$or`s.
+//! each alternative is a pattern object evaluated at the same level, and may nest further `$or`s. `$or` is
+//! always the operator: a field literally named `$or` cannot be matched.
 //!
 //! # Semantics in detail
 //!
@@ -61,8 +62,8 @@
 //! * **`anything-but`** excludes only values of its operand's type: `{"anything-but": "x"}` matches the
 //!   number `5`, `true` and `null`; `{"anything-but": 5}` matches the string `"5"`; prefix, suffix,
 //!   ignore-case and wildcard operands exclude only strings. On an array field it matches when any element
-//!   is not excluded (the docs are silent; this is EventBridge's engine's behaviour, since each array element
-//!   is a separate value).
+//!   is not excluded (the docs are silent; this is what Event Ruler, the open-source engine behind
+//!   EventBridge, does, since each array element is a separate value).
 //! * **Numbers** compare the way EventBridge stores them: within ±5e9 and to six decimal places
 //!   (`numeric` never matches a value outside ±5e9, and values differing only past the sixth decimal are
 //!   equal). Exact numbers outside that range, such as 12-digit account ids, still match equal numbers;
@@ -71,12 +72,12 @@
 //!   lower bound must be below its upper bound (EventBridge rejects both).
 //! * **Case folding** (`equals-ignore-case` and the ignore-case prefix/suffix) compares character by
 //!   character, a character standing for the lowercase of its uppercase when both mappings are single
-//!   characters (Java's `equalsIgnoreCase` rule, which EventBridge's JVM engine follows, and within a hair of
-//!   Unicode simple case folding): `ÉTÉ` equals `été`, `ſ` equals `s`; `ß` equals only itself.
+//!   characters (Java's `String.equalsIgnoreCase` rule, close to Event Ruler's per-character case
+//!   variants and within a hair of Unicode simple case folding): `ÉTÉ` equals `été`, `ſ` equals `s`; `ß` equals only itself.
 //! * **CIDR** needs an explicit prefix length; host bits of the base are ignored; the event string must be an
 //!   address in Rust's standard notation (no leading zeros in IPv4 octets). Exact strings compare as text:
-//!   EventBridge also treats an exact string that looks like an IP address as that address in any notation;
-//!   we do not — use `{"cidr": "a.b.c.d/32"}` for that.
+//!   Event Ruler also treats an exact string that looks like an IP address as that address in any
+//!   notation; we do not — use `{"cidr": "a.b.c.d/32"}` for that.
 //! * **Validation** follows EventBridge: the pattern and every nested object or `$or` alternative must be a
 //!   non-empty object (EventBridge rejects `{}`, and so do we); a field's value must be an object or a
 //!   non-empty array; operator objects have exactly one key; `**` in a wildcard and escapes other than `\*`
@@ -86,12 +87,14 @@
 //! Where the docs are silent we chose, and say so here:
 //!
 //! * `exists: false` inside an array of objects holds for an element that lacks the field (element by
-//!   element, like every other condition); EventBridge's engine gives an answer there that depends on the
-//!   order of the pattern's keys.
+//!   element, like every other condition); Event Ruler gives an answer there that depends on the order of
+//!   the pattern's keys.
 //! * A field repeated through `$or` (`{"a": ["x"], "$or": [{"a": ["y"]}, ...]}`) must satisfy both leaves;
-//!   EventBridge's engine silently keeps only the inner one.
+//!   Event Ruler silently keeps only the inner one.
 //! * Field names are matched as whole keys: `{"a": {"b": ...}}` does not match an event key `"a.b"` (the
 //!   engine conflates them and documents that as subject to change).
+//! * An event that is not an object: an array is matched element by element, like a nested array of
+//!   objects; a scalar has every field missing (only `exists: false` patterns match it).
 //! * An empty [`PatternSet`] matches no event. Lambda applies no filtering when a mapping has no filters;
 //!   callers should skip the set in that case.
 //!
@@ -105,15 +108,32 @@
 //! # Compiling a set
 //!
 //! [`Pattern::matches`] is a direct walk of the pattern tree over the event: the reference semantics, and
-//! the fastest way to test one small pattern. [`PatternSet`] compiles all its patterns into one index: every
-//! pattern is multiplied out into branches (one per combination of `$or` alternatives), each a conjunction
-//! of leaf conditions on field paths. The paths form one trie; at each leaf path, exact values map through a
-//! hash table to the conditions they satisfy and other matchers sit in a short list. Matching walks only the
-//! event paths some pattern names, marks conditions satisfied, counts them per branch and stops at the first
-//! complete branch, so the cost follows the event's size and the number of conditions its values satisfy,
-//! not the number of patterns. Where the event holds an array of objects on a path that continues deeper,
-//! the patterns below are checked with the tree walk, which keeps the element-by-element rule exact; so are
-//! patterns whose `$or`s multiply out to more than 64 branches.
+//! cheap for one small pattern. [`PatternSet`] compiles all its patterns into one automaton, in the manner of
+//! EventBridge's own engine:
+//!
+//! 1. Every pattern is multiplied out into branches, one per combination of `$or` alternatives; a branch is
+//!    a conjunction of leaf conditions, each a field path with its matcher list.
+//! 2. Conditions get one global order: exact-value conditions before other matchers before `anything-but`
+//!    and `exists`, and within that, paths used by more branches first. Each branch becomes a sequence of
+//!    conditions in that order, and the sequences are merged into a trie of states, so branches that start
+//!    with the same conditions share states. A thousand patterns on one `source` value share one state.
+//! 3. A state tests event paths. Exact strings, numbers, booleans and null map through hash tables to the
+//!    next states; prefixes and suffixes are probed in hash tables at the few lengths that occur; other
+//!    matchers sit in a list tried value by value.
+//!
+//! Matching follows only the transitions the event satisfies, resolving an event path once, and only when a
+//! reached state asks for it; it stops at the first state where a branch ends. Its cost is the number of
+//! satisfied condition prefixes (plus one probe per distinct path tested from a reached state), not the
+//! number of patterns; patterns on disjoint fields each add a probe at the start state.
+//!
+//! Conditions are evaluated on all the values at their path, which is exact as long as no array of objects
+//! sits above the path in the event. Below such an array the path is *unavailable*: the automaton stops
+//! there and hands the patterns passing through that test to the tree walk, which applies the
+//! element-by-element rule. The automaton's own matches are always right (a branch on available paths
+//! means the same both ways), and every pattern it cannot decide is walked, so the set agrees exactly with
+//! ORing its patterns — a property the crate's tests check on generated patterns and events and the fuzz
+//! targets check on arbitrary ones. Patterns whose `$or`s multiply out to more than 64 branches are walked
+//! on every event instead of being compiled.
 
 mod ast;
 mod set;
@@ -177,8 +197,8 @@ impl FromStr for Pattern {
 }
 
 /// A compiled set of event patterns, ORed (Lambda's `filters: [{pattern}, ...]`): an event matches when
-/// any pattern matches. Matching cost grows with the event, not with the number of patterns, as long as
-/// they are mostly exact-value matchers (see the [crate docs](crate#compiling-a-set)).
+/// any pattern matches. Matching cost follows what the event satisfies, not the number of patterns, as long
+/// as they are mostly exact-value matchers (see the [crate docs](crate#compiling-a-set)).
 #[derive(Clone)]
 pub struct PatternSet {
     patterns: Vec<Pattern>,
@@ -232,6 +252,7 @@ impl fmt::Debug for PatternSet {
         f.debug_struct("PatternSet")
             .field("patterns", &self.patterns.len())
             .field("indexed_branches", &self.index.branch_total())
+            .field("states", &self.index.state_total())
             .field("always_walked", &self.index.walked_total())
             .finish()
     }

@@ -67,9 +67,10 @@ pub(crate) fn numeric_value(n: &Number) -> Option<i64> {
 
 /// Case folding for the `equals-ignore-case` family: a character maps to the lowercase of its uppercase
 /// when both mappings are single characters, else to itself. That is the rule of Java's
-/// `String.equalsIgnoreCase` (EventBridge runs on the JVM) and agrees with Unicode simple case folding for
-/// nearly all characters (`ſ`→`s`, `K` (Kelvin)→`k`, `ς`→`σ`); characters whose case mapping expands
-/// (`ß`, `İ`) only equal themselves. Folding is one character to one, so lengths in characters survive.
+/// `String.equalsIgnoreCase` (Event Ruler, the engine behind EventBridge, is a Java library) and agrees
+/// with Unicode simple case folding for nearly all characters (`ſ`→`s`, `K` (Kelvin)→`k`, `ς`→`σ`);
+/// characters whose case mapping expands (`ß`, `İ`) only equal themselves. Folding is one character to
+/// one, so lengths in characters survive.
 pub(crate) fn fold_char(c: char) -> char {
     if c.is_ascii() {
         return c.to_ascii_lowercase();
@@ -106,7 +107,7 @@ fn folded_eq(s: &str, folded: &str) -> bool {
 }
 
 /// A `wildcard` operand: literal segments separated by `*`, each `*` matching any run of characters.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Wildcard {
     /// One more segment than there are stars; never empty.
     segments: Vec<Box<str>>,
@@ -174,7 +175,7 @@ impl Wildcard {
 }
 
 /// A `cidr` operand, with the host bits of the base address cleared.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Cidr {
     V4 { net: u32, mask: u32 },
     V6 { net: u128, mask: u128 },
@@ -217,7 +218,7 @@ impl Cidr {
 }
 
 /// A numeric interval over comparable forms (see [`scaled`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Range {
     pub(crate) low: i64,
     pub(crate) low_inclusive: bool,
@@ -235,7 +236,7 @@ impl Range {
 
 /// What an `anything-but` excludes. It matches a leaf value exactly when the value is not excluded,
 /// whatever the value's type: EventBridge only ever rules out values of the operand's own type.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Excluded {
     /// Sorted, for binary search.
     Strings(Vec<Box<str>>),
@@ -265,7 +266,7 @@ impl Excluded {
 }
 
 /// One matcher of a leaf's list, other than `exists` (which is about the absence of values, not a value).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Matcher {
     String(Box<str>),
     Number(NumKey),
