@@ -1,0 +1,113 @@
+//! A custom runtime in shell and curl (examples/functions/shell-bootstrap).
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use switchyard_lambda_host::LambdaSpec;
+
+fn curl() -> Option<()> {
+    let found = std::process::Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success());
+    require(found.then_some(()), "curl", "apt-get install curl")
+}
+
+#[tokio::test]
+async fn a_shell_bootstrap_with_curl_serves_invocations() {
+    let Some(()) = curl() else { return };
+    let mut spec = LambdaSpec::new("shell", vec!["./bootstrap".into()]);
+    spec.dir = example("shell-bootstrap");
+    spec.handler = Some("function.handler".into());
+    let host = host(spec);
+
+    let first = invoke(&host, json!({"n": 1})).await;
+    assert_eq!(first.function_error, None, "{}", String::from_utf8_lossy(&first.payload));
+    assert_eq!(json(&first), json!({"echo": {"n": 1}, "handler": "function.handler"}));
+    assert!(first.init_duration.is_some());
+    assert!(first.log_tail.contains("shell-bootstrap: init, handler function.handler"), "{}", first.log_tail);
+    assert_platform_lines(&first, None);
+
+    let failed = invoke(&host, json!({"please": "fail"})).await;
+    assert_eq!(failed.function_error.as_deref(), Some("Unhandled"));
+    assert_eq!(failed.error_type.as_deref(), Some("Shell.Failure"));
+    assert_eq!(json(&failed)["errorMessage"], "the event asked to fail");
+
+    let third = invoke(&host, json!({"n": 3})).await;
+    assert_eq!(json(&third)["echo"]["n"], 3);
+    assert_eq!(third.instance_id, first.instance_id, "one warm instance served all three");
+    assert_eq!(third.init_duration, None);
+    assert!(third.log_tail.contains("shell-bootstrap: got "), "{}", third.log_tail);
+    host.shutdown().await;
+}
+
+/// The parent-death signal is tied to the thread that forked: an instance
+/// started from a thread that then ends must live on (and stay warm).
+#[test]
+fn an_instance_outlives_the_thread_that_started_it() {
+    let Some(()) = curl() else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let mut spec = LambdaSpec::new("shell", vec!["./bootstrap".into()]);
+    spec.dir = example("shell-bootstrap");
+    let host = host(spec);
+    let (first_host, handle) = (host.clone(), runtime.handle().clone());
+    let first = std::thread::spawn(move || handle.block_on(invoke(&first_host, json!({"n": 1}))))
+        .join()
+        .expect("the starting thread");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = runtime.block_on(invoke(&host, json!({"n": 2})));
+    assert_eq!(second.function_error, None, "{}", second.log_tail);
+    assert_eq!(second.instance_id, first.instance_id, "still the same warm instance");
+    assert_eq!(second.init_duration, None);
+    runtime.block_on(host.shutdown());
+}
+
+/// START, END, REPORT and the function's lines also go to tracing, with the
+/// function and request id as fields.
+#[test]
+fn platform_and_function_lines_are_traced() {
+    let Some(()) = curl() else { return };
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    // A current-thread runtime: every task, the Runtime API server's too,
+    // runs on this thread, under this subscriber.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let response = tracing::subscriber::with_default(subscriber, || {
+        runtime.block_on(async {
+            let mut spec = LambdaSpec::new("traced", vec!["./bootstrap".into()]);
+            spec.dir = example("shell-bootstrap");
+            let host = host(spec);
+            let response = invoke(&host, json!({"n": 1})).await;
+            host.shutdown().await;
+            response
+        })
+    });
+    let logs = String::from_utf8_lossy(&captured.0.lock().expect("logs")).to_string();
+    let id = json(&response)["echo"]
+        .is_object()
+        .then_some(())
+        .and_then(|_| response.log_tail.lines().find_map(|l| l.strip_prefix("END RequestId: ")).map(str::to_string));
+    let id = id.expect("request id in the tail");
+    for line in [format!("START RequestId: {id} Version: $LATEST"), format!("END RequestId: {id}")] {
+        let traced = logs.lines().find(|l| l.contains(&line)).unwrap_or_else(|| panic!("{line:?} not traced:\n{logs}"));
+        assert!(traced.contains(" INFO ") && traced.contains("function=traced"), "{traced}");
+        assert!(traced.contains(&format!("request_id={id}")), "{traced}");
+    }
+    assert!(logs.lines().any(|l| l.contains("REPORT RequestId: ") && l.contains("function=traced")), "{logs}");
+    let got = logs.lines().find(|l| l.contains("shell-bootstrap: got ")).expect("function output traced");
+    assert!(got.contains(&format!("request_id={id}")), "function lines carry the request id: {got}");
+}
