@@ -182,6 +182,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     processes_stop.cancel();
     processes.close();
     processes.wait().await;
+    for function in functions.values() {
+        function.shutdown().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -85,6 +85,9 @@ impl Default for StateConfig {
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
     pub http: Option<HttpFunctionConfig>,
+    /// An unmodified Lambda function: a runtime Switchyard starts and talks
+    /// to over the Lambda Runtime API.
+    pub lambda: Option<LambdaFunctionConfig>,
     /// Invocations in flight at once.
     #[serde(default = "defaults::concurrency")]
     pub concurrency: NonZeroUsize,
@@ -113,6 +116,28 @@ pub struct HttpFunctionConfig {
     pub env: BTreeMap<String, String>,
     /// Working directory of `command`.
     pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LambdaFunctionConfig {
+    /// The runtime's bootstrap: `[python3, -m, awslambdaric]`, `[./bootstrap]`.
+    pub command: Vec<String>,
+    /// `_HANDLER`, also passed as the last argument (awslambdaric, aws-lambda-ric).
+    pub handler: Option<String>,
+    /// The function's code: `LAMBDA_TASK_ROOT` and the working directory.
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Memory per instance (Lambda: 128MB to 10GB), enforced.
+    #[serde(default = "defaults::lambda_memory", deserialize_with = "bytesize::deserialize")]
+    pub memory: usize,
+    /// How long an invocation may run (Lambda: default 3s, at most 15m).
+    #[serde(default = "defaults::lambda_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// An instance unused this long is stopped.
+    #[serde(default = "defaults::lambda_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -497,6 +522,15 @@ mod defaults {
     }
     pub fn max_wait() -> Duration {
         Duration::from_secs(5)
+    }
+    pub fn lambda_memory() -> usize {
+        128 << 20
+    }
+    pub fn lambda_timeout() -> Duration {
+        Duration::from_secs(3)
+    }
+    pub fn lambda_idle_timeout() -> Duration {
+        Duration::from_secs(300)
     }
     pub fn http_timeout() -> Duration {
         Duration::from_secs(30)

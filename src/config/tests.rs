@@ -142,3 +142,28 @@ fn connector_destinations_are_checked_at_load() {
     let e = error(&text.replace("256KB", "lots"));
     assert!(e.contains("mappings[2].batch.max_bytes"), "{e}");
 }
+
+#[test]
+fn lambda_functions_are_checked() {
+    let lambda = |body: &str| format!("functions:\n  resize:\n    lambda:\n{body}\n    concurrency: 4\nmappings: []\n");
+    let ok = lambda(
+        "      command: [python3, -m, awslambdaric]\n      handler: app.handler\n      dir: examples/functions/python-hello\n      memory: 256MB\n      timeout: 30s",
+    );
+    let config = parse(&ok).unwrap();
+    let f = config.functions["resize"].lambda.as_ref().unwrap();
+    assert_eq!((f.memory, f.timeout, f.idle_timeout), (256 << 20, Duration::from_secs(30), Duration::from_secs(300)));
+    for (change, key) in [
+        (("timeout: 30s", "timeout: 16m"), "functions.resize.lambda.timeout"),
+        (("memory: 256MB", "memory: 64MB"), "functions.resize.lambda.memory"),
+        (("[python3, -m, awslambdaric]", "[]"), "functions.resize.lambda.command"),
+        (("examples/functions/python-hello", "examples/functions/missing"), "functions.resize.lambda.dir"),
+        (("handler: app.handler", "handlr: app.handler"), "functions.resize.lambda"),
+    ] {
+        let e = error(&ok.replace(change.0, change.1));
+        assert!(e.contains(key), "{change:?}: {e}");
+    }
+    let both = ok.replace("    lambda:\n", "    http: { url: http://127.0.0.1:7000/ }\n    lambda:\n");
+    assert!(error(&both).contains("expected one function kind"));
+    let none = "functions:\n  f:\n    concurrency: 1\n";
+    assert!(error(none).contains("functions.f: expected a function kind: http or lambda"));
+}

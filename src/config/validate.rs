@@ -28,7 +28,7 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
             return Err((format!("{at}.function"), unknown_function(config, &mapping.function)));
         }
         validate_delivery(config, &at, mapping)?;
-        validate_shape(&at, mapping)?;
+        validate_shape(config, &at, mapping)?;
         match &mapping.source {
             SourceConfig::Webhook(hook) => {
                 let at = format!("{at}.source.webhook");
@@ -113,7 +113,7 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
 }
 
 /// Filters and transforms compile; CloudEvents binary mode fits the path.
-fn validate_shape(at: &str, mapping: &MappingConfig) -> Result<(), Invalid> {
+fn validate_shape(config: &Config, at: &str, mapping: &MappingConfig) -> Result<(), Invalid> {
     crate::shape::Shaper::new(mapping).map_err(|(key, message)| (format!("{at}.{key}"), message))?;
     let FormatConfig::CloudEvents(CloudEventsConfig { mode: CloudEventsMode::Binary, .. }) = &mapping.format else {
         return Ok(());
@@ -128,6 +128,9 @@ fn validate_shape(at: &str, mapping: &MappingConfig) -> Result<(), Invalid> {
             at,
             "binary mode needs a synchronous path; a queued event keeps its body only: use mode: structured".into(),
         ));
+    }
+    if config.functions.get(&mapping.function).is_some_and(|f| f.http.is_none()) {
+        return Err((at, "binary mode is for HTTP functions: a Lambda function gets the event as JSON".into()));
     }
     if mapping.source.is_polled() && mapping.batch.unwrap_or_else(|| mapping.source.default_batch()).size.get() != 1 {
         return Err((at, "binary mode carries one record per invocation: set batch.size to 1".into()));
@@ -153,18 +156,53 @@ fn check_destination(config: &Config, at: &str, destination: Option<&Destination
 }
 
 fn validate_function(config: &Config, at: &str, function: &FunctionConfig) -> Result<(), Invalid> {
-    let Some(http) = &function.http else {
-        return Err((at.to_string(), "expected a function kind: http".to_string()));
-    };
-    check_url(&format!("{at}.http.url"), &http.url)?;
+    match (&function.http, &function.lambda) {
+        (Some(_), Some(_)) => {
+            return Err((at.to_string(), "expected one function kind: http or lambda, not both".into()));
+        }
+        (None, None) => return Err((at.to_string(), "expected a function kind: http or lambda".into())),
+        (None, Some(lambda)) => validate_lambda(&format!("{at}.lambda"), lambda)?,
+        (Some(http), None) => validate_http(&format!("{at}.http"), http)?,
+    }
+    validate_async(config, at, function)
+}
+
+fn validate_lambda(at: &str, lambda: &LambdaFunctionConfig) -> Result<(), Invalid> {
+    if lambda.command.first().is_none_or(|c| c.is_empty()) {
+        return Err((format!("{at}.command"), "expected the runtime's program and its arguments".into()));
+    }
+    if lambda.timeout.is_zero() || lambda.timeout > Duration::from_secs(900) {
+        return Err((format!("{at}.timeout"), "expected 1ms to 15m".into()));
+    }
+    if !(128 << 20..=10 << 30).contains(&lambda.memory) {
+        return Err((format!("{at}.memory"), "expected 128MB to 10GB".into()));
+    }
+    if lambda.idle_timeout.is_zero() {
+        return Err((format!("{at}.idle_timeout"), "expected a duration above 0".into()));
+    }
+    if !lambda.dir.is_dir() {
+        return Err((
+            format!("{at}.dir"),
+            format!("{}: expected a directory with the function's code", lambda.dir.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_http(at: &str, http: &HttpFunctionConfig) -> Result<(), Invalid> {
+    check_url(&format!("{at}.url"), &http.url)?;
     if http.timeout.is_zero() {
-        return Err((format!("{at}.http.timeout"), "expected a duration above 0".into()));
+        return Err((format!("{at}.timeout"), "expected a duration above 0".into()));
     }
     if let Some(command) = &http.command
         && command.first().is_none_or(|c| c.is_empty())
     {
-        return Err((format!("{at}.http.command"), "expected a program and its arguments, got an empty list".into()));
+        return Err((format!("{at}.command"), "expected a program and its arguments, got an empty list".into()));
     }
+    Ok(())
+}
+
+fn validate_async(config: &Config, at: &str, function: &FunctionConfig) -> Result<(), Invalid> {
     let a = &function.async_;
     if a.max_event_age < Duration::from_secs(1) {
         return Err((format!("{at}.async.max_event_age"), "expected at least 1s".into()));

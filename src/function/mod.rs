@@ -6,6 +6,7 @@
 //! with a class, the invoker only says which class it was.
 
 mod http;
+mod lambda;
 pub mod process;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{AsyncConfig, FunctionConfig};
 pub use http::HttpFunction;
+pub use lambda::LambdaFunction;
 
 /// One call of a function.
 #[derive(Debug, Clone)]
@@ -29,6 +31,16 @@ pub struct Invocation {
     /// Headers an HTTP function gets with the payload (CloudEvents binary
     /// mode); other kinds ignore them.
     pub headers: Vec<(::http::HeaderName, ::http::HeaderValue)>,
+    /// The caller's client context, as JSON text (the Invoke API's
+    /// `X-Amz-Client-Context`, decoded); Lambda functions get it.
+    pub client_context: Option<String>,
+}
+
+impl Invocation {
+    /// A first try of `payload` under `request_id`.
+    pub fn new(request_id: String, payload: Bytes) -> Self {
+        Self { request_id, payload, attempt: 1, headers: Vec::new(), client_context: None }
+    }
 }
 
 /// Why an invocation did not succeed, in the classes retry policies care about.
@@ -83,6 +95,7 @@ pub fn lambda_error(error_type: &str, message: &str) -> Bytes {
 
 enum Kind {
     Http(HttpFunction),
+    Lambda(LambdaFunction),
 }
 
 /// A configured function, shared by every mapping and API that invokes it.
@@ -141,13 +154,18 @@ pub enum Wait {
 
 impl Function {
     pub fn new(name: &str, config: &FunctionConfig, client: reqwest::Client) -> anyhow::Result<Self> {
-        let http = config.http.as_ref().ok_or_else(|| anyhow::anyhow!("functions.{name}: expected a function kind"))?;
+        let arn = function_arn(name);
+        let kind = match (&config.http, &config.lambda) {
+            (Some(http), _) => Kind::Http(HttpFunction::new(name, http, client)?),
+            (None, Some(lambda)) => Kind::Lambda(LambdaFunction::new(name, &arn, lambda, config.concurrency.get())),
+            (None, None) => anyhow::bail!("functions.{name}: expected a function kind: http or lambda"),
+        };
         Ok(Self {
             name: Arc::from(name),
-            arn: function_arn(name),
+            arn,
             async_config: config.async_.clone(),
             concurrency: config.concurrency.get(),
-            kind: Kind::Http(HttpFunction::new(name, http, client)?),
+            kind,
             metrics: FunctionMetrics::new(name),
             limiter: Limiter {
                 slots: Arc::new(Semaphore::new(config.concurrency.get())),
@@ -161,17 +179,29 @@ impl Function {
     /// Invokes the function once, recording metrics. `mapping` names the
     /// caller for the log line ("invoke-api" for the Invoke API).
     pub async fn invoke(&self, mapping: &str, invocation: &Invocation, wait: Wait) -> Result<Bytes, InvokeError> {
+        self.invoke_logged(mapping, invocation, wait).await.0
+    }
+
+    /// [`Function::invoke`], with the invocation's log tail when the function
+    /// keeps one (Lambda functions: START to REPORT, the last 4 KB).
+    pub async fn invoke_logged(
+        &self,
+        mapping: &str,
+        invocation: &Invocation,
+        wait: Wait,
+    ) -> (Result<Bytes, InvokeError>, Option<String>) {
         let started = Instant::now();
-        let result = match self.limiter.acquire(wait).await {
+        let (result, log_tail) = match self.limiter.acquire(wait).await {
             Ok(_permit) => {
                 self.metrics.in_flight.increment(1.0);
-                let result = match &self.kind {
-                    Kind::Http(f) => f.invoke(invocation).await,
+                let answer = match &self.kind {
+                    Kind::Http(f) => (f.invoke(invocation).await, None),
+                    Kind::Lambda(f) => f.invoke(invocation).await,
                 };
                 self.metrics.in_flight.decrement(1.0);
-                result
+                answer
             }
-            Err(throttled) => Err(throttled),
+            Err(throttled) => (Err(throttled), None),
         };
         let elapsed = started.elapsed();
         let outcome = match &result {
@@ -200,13 +230,21 @@ impl Function {
             Ok(_) => invoked!(info),
             Err(error) => invoked!(warn, error),
         }
-        result
+        (result, log_tail)
+    }
+
+    /// Stops what the function runs itself (Lambda instances).
+    pub async fn shutdown(&self) {
+        if let Kind::Lambda(f) = &self.kind {
+            f.shutdown().await;
+        }
     }
 
     /// The address a supervised process serves, to wait for at start.
     pub fn endpoint(&self) -> Option<std::net::SocketAddr> {
         match &self.kind {
             Kind::Http(f) => f.socket_addr(),
+            Kind::Lambda(_) => None,
         }
     }
 }

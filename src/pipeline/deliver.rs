@@ -128,6 +128,7 @@ impl Lane {
                     payload: event.payload,
                     attempt: attempts + 1,
                     headers: event.headers,
+                    client_context: None,
                 };
                 let failed = match self.function.invoke(&self.settings.mapping, &invocation, Wait::Bounded).await {
                     Ok(answer) => match self.failed_items(&answer, &batch) {

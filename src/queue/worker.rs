@@ -49,6 +49,7 @@ impl Worker {
             payload: event.payload.clone(),
             attempt: event.invokes + 1,
             headers: Vec::new(),
+            client_context: None,
         };
         let result = self.function.invoke(&event.source, &invocation, Wait::No).await;
         let now = now_ms();

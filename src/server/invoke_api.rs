@@ -8,6 +8,8 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde_json::json;
 
@@ -110,17 +112,46 @@ pub async fn invoke(
         },
         _ => {
             let request_id = uuid::Uuid::new_v4().to_string();
-            let invocation = Invocation { request_id: request_id.clone(), payload, attempt: 1, headers: Vec::new() };
-            let response = match function.invoke("invoke-api", &invocation, Wait::Bounded).await {
+            let client_context = match client_context(&headers) {
+                Ok(c) => c,
+                Err(message) => {
+                    return aws_error(StatusCode::BAD_REQUEST, "InvalidRequestContentException", &message);
+                }
+            };
+            let invocation = Invocation { client_context, ..Invocation::new(request_id.clone(), payload) };
+            let (result, log_tail) = function.invoke_logged("invoke-api", &invocation, Wait::Bounded).await;
+            let mut response = match result {
                 Ok(result) => result_response(result, None),
                 Err(InvokeError::Throttled { .. }) => {
                     return aws_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.");
                 }
                 Err(error) => result_response(error.error_payload(), Some("Unhandled")),
             };
+            let wants_tail = headers.get("x-amz-log-type").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Tail"));
+            if wants_tail && let Some(tail) = log_tail {
+                // The last 4 KB of the invocation's log, base64, as Lambda sends it.
+                let tail = tail.as_bytes();
+                let tail = &tail[tail.len().saturating_sub(4096)..];
+                if let Ok(v) = HeaderValue::from_str(&BASE64.encode(tail)) {
+                    response.headers_mut().insert("x-amz-log-result", v);
+                }
+            }
             with_request_id(response, &request_id)
         }
     }
+}
+
+/// `X-Amz-Client-Context`: base64 of a JSON object, handed to the function
+/// decoded.
+fn client_context(headers: &HeaderMap) -> Result<Option<String>, String> {
+    let Some(value) = headers.get("x-amz-client-context") else { return Ok(None) };
+    let text = BASE64
+        .decode(value.as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|t| serde_json::from_str::<serde_json::Value>(t).is_ok_and(|v| v.is_object()))
+        .ok_or("X-Amz-Client-Context: expected base64 of a JSON object")?;
+    Ok(Some(text))
 }
 
 fn result_response(body: Bytes, function_error: Option<&'static str>) -> Response {

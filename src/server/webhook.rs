@@ -122,7 +122,7 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
             }
         },
         WebhookMode::Sync => {
-            let invocation = Invocation { request_id, payload, attempt: 1, headers };
+            let invocation = Invocation { headers, ..Invocation::new(request_id, payload) };
             match route.function.invoke(&route.mapping, &invocation, Wait::Bounded).await {
                 Ok(result) => match apigw::response(&result) {
                     Ok(r) => {

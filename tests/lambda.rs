@@ -1,0 +1,151 @@
+//! Lambda functions (`lambda:` kind) through every invocation path: the Invoke
+//! API (RequestResponse with a log tail, and Event), sync and async webhooks,
+//! schedules and a polled mapping, with the real awslambdaric runtime from
+//! PyPI (installed by scripts/test into the venv SWITCHYARD_TEST_PYTHON names).
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::{FunctionServer, Switchyard, client, eventually};
+use serde_json::{Value, json};
+
+/// The venv python with awslambdaric; without it the test fails, naming the fix.
+fn python() -> String {
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-venv/bin/python").to_string());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import awslambdaric"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(ok, "{python} cannot import awslambdaric: run scripts/test, which installs it");
+    python
+}
+
+/// A config with the python-hello example as Lambda function `hello`.
+fn config(timeout: &str, function_extra: &str, mappings: &str) -> String {
+    format!(
+        r#"server: {{ listen: 127.0.0.1:0, shutdown_grace: 10s }}
+state: {{ dir: STATE_DIR }}
+functions:
+  hello:
+    lambda:
+      command: ["{python}", -m, awslambdaric]
+      handler: app.handler
+      dir: {dir}
+      memory: 256MB
+      timeout: {timeout}
+      env: {{ LOG_LEVEL: debug }}
+    concurrency: 2
+{function_extra}mappings:
+{mappings}"#,
+        python = python(),
+        dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/functions/python-hello"),
+    )
+}
+
+async fn invoke(sy: &Switchyard, event: Value, tail: bool) -> reqwest::Response {
+    let mut request = client().post(sy.url("/2015-03-31/functions/hello/invocations")).json(&event);
+    if tail {
+        request = request.header("x-amz-log-type", "Tail");
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_invoke_api_runs_a_python_handler_with_lambdas_answers() {
+    let sy = Switchyard::start(&config("2s", "", "  []\n"));
+
+    let ok = invoke(&sy, json!({"action": "echo", "n": 1}), true).await;
+    assert_eq!(ok.status(), 200);
+    assert!(ok.headers().get("x-amz-function-error").is_none());
+    let tail = BASE64.decode(ok.headers()["x-amz-log-result"].as_bytes()).unwrap();
+    let tail = String::from_utf8(tail).unwrap();
+    let body: Value = ok.json().await.unwrap();
+    assert_eq!(body["event"], json!({"action": "echo", "n": 1}));
+    assert!(body["function_arn"].as_str().unwrap().ends_with(":function:hello"), "{body}");
+    let request_id = body["request_id"].as_str().unwrap();
+    assert!(tail.contains(&format!("START RequestId: {request_id}")), "{tail}");
+    assert!(tail.contains(&format!("REPORT RequestId: {request_id}")) && tail.contains("Init Duration"), "{tail}");
+
+    // Warm: the same instance, no init.
+    let again: Value = invoke(&sy, json!({"action": "echo"}), false).await.json().await.unwrap();
+    assert_eq!(again["pid"], body["pid"], "a warm instance is reused");
+
+    let failed = invoke(&sy, json!({"action": "raise", "message": "no stock"}), false).await;
+    assert_eq!(failed.status(), 200, "a function error is a 200 with X-Amz-Function-Error");
+    assert_eq!(failed.headers()["x-amz-function-error"], "Unhandled");
+    let error: Value = failed.json().await.unwrap();
+    assert_eq!((error["errorType"].as_str(), error["errorMessage"].as_str()), (Some("ValueError"), Some("no stock")));
+    assert!(error["stackTrace"].is_array(), "the runtime's own error body: {error}");
+
+    let slow = invoke(&sy, json!({"action": "sleep", "seconds": 5}), false).await;
+    assert_eq!(slow.headers()["x-amz-function-error"], "Unhandled");
+    let error: Value = slow.json().await.unwrap();
+    assert_eq!(error["errorType"], "Sandbox.Timedout");
+    assert!(error["errorMessage"].as_str().unwrap().contains("Task timed out after 2.00 seconds"), "{error}");
+
+    // Client context reaches the handler, decoded.
+    let context = BASE64.encode(r#"{"custom": {"tenant": "acme"}}"#);
+    let answer: Value = client()
+        .post(sy.url("/2015-03-31/functions/hello/invocations"))
+        .header("x-amz-client-context", context)
+        .json(&json!({"action": "context"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["client_custom"], json!({"tenant": "acme"}), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_schedules_and_async_invokes_reach_a_lambda_function() {
+    let destination = FunctionServer::echo().await;
+    let on_success = format!("    async: {{ on_success: {{ http: {{ url: {} }} }} }}\n", destination.url());
+    let mappings = "  - name: hook\n    function: hello\n    source: { webhook: { path: /hook } }\n  - name: queued\n    function: hello\n    source: { webhook: { path: /queued, mode: async } }\n    format: raw\n  - name: tick\n    function: hello\n    source: { schedule: { expression: rate(1 second), input: { action: upper, text: tick } } }\n";
+    let sy = Switchyard::start(&config("5s", &on_success, mappings));
+
+    // Sync webhook: the handler's dict becomes a 200 JSON answer (API Gateway's rule).
+    let answer = client().post(sy.url("/hook?x=1")).body("hello").send().await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["event"]["rawPath"], "/hook");
+    assert_eq!(body["event"]["body"], "hello");
+
+    // Async webhook and the schedule: their results reach on_success.
+    let accepted =
+        client().post(sy.url("/queued")).json(&json!({"action": "upper", "text": "queued"})).send().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let texts = eventually(Duration::from_secs(30), "results of the async webhook and the schedule", async || {
+        let texts: Vec<String> = destination
+            .received()
+            .iter()
+            .filter_map(|r| r.body["responsePayload"]["text"].as_str().map(str::to_string))
+            .collect();
+        (texts.contains(&"QUEUED".to_string()) && texts.contains(&"TICK".to_string())).then_some(texts)
+    })
+    .await;
+    assert!(texts.len() >= 2);
+    let record = destination.received()[0].body.clone();
+    assert_eq!(record["requestContext"]["condition"], "Success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_stop_with_switchyard() {
+    let mut sy = Switchyard::start(&config("2s", "", "  []\n"));
+    let body: Value = invoke(&sy, json!({"action": "echo"}), false).await.json().await.unwrap();
+    let pid = body["pid"].as_i64().unwrap() as libc::pid_t;
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the instance runs");
+    sy.signal(libc::SIGTERM);
+    assert!(sy.wait_exit(Duration::from_secs(20)).success());
+    eventually(Duration::from_secs(10), "the instance to be gone", async || {
+        // SAFETY: as above.
+        (unsafe { libc::kill(pid, 0) } != 0).then_some(())
+    })
+    .await;
+}
