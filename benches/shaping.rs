@@ -19,6 +19,10 @@ use serde_json::{Value, json};
 use switchyard::config::Config;
 use switchyard::shape::{Admit, Item, Shaper, WebhookEnvelope};
 
+// The binary's allocator, so the costs are the ones the binary pays.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Distinct ~1 KB order events, so the run is not one payload in cache.
 fn events() -> Vec<Bytes> {
     (0..256)

@@ -149,3 +149,90 @@ async fn instances_stop_with_switchyard() {
     })
     .await;
 }
+
+#[cfg(feature = "rabbitmq")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_mapping_batches_into_a_lambda_handler_that_reports_partial_failures() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+    use lapin::types::{FieldTable, ShortString};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let short = |s: &str| ShortString::try_new(s).unwrap();
+
+    // A plain Lambda handler for Amazon MQ events, written to a temp dir.
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("batch.py"),
+        r#"import base64
+
+def handler(event, context):
+    failures = []
+    for messages in event["rmqMessagesByQueue"].values():
+        for m in messages:
+            if base64.b64decode(m["data"]) == b"poison":
+                failures.append({"itemIdentifier": m["basicProperties"]["messageId"]})
+    return {"batchItemFailures": failures}
+"#,
+    )
+    .unwrap();
+
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
+    let connection = Connection::connect(&url, ConnectionProperties::default()).await.unwrap_or_else(|e| {
+        panic!("RabbitMQ at {url} is not reachable ({e}); it runs on every machine of this project")
+    });
+    let ch = connection.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let queue = format!("lambda-batch-{}", uuid::Uuid::new_v4().simple());
+    ch.queue_declare(short(&queue), QueueDeclareOptions { durable: true, ..Default::default() }, FieldTable::default())
+        .await
+        .unwrap();
+    for i in 0..12 {
+        let body = if i == 5 { "poison".to_string() } else { format!("m{i}") };
+        let properties = BasicProperties::default().with_message_id(short(&format!("id-{i}")));
+        ch.basic_publish(short(""), short(&queue), BasicPublishOptions::default(), body.as_bytes(), properties)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    let text = format!(
+        r#"server: {{ listen: 127.0.0.1:0 }}
+state: {{ dir: STATE_DIR }}
+functions:
+  batch:
+    lambda: {{ command: ["{python}", -m, awslambdaric], handler: batch.handler, dir: {dir}, timeout: 10s }}
+    concurrency: 1
+mappings:
+  - name: work
+    function: batch
+    source: {{ rabbitmq: {{ url: "{url}", queue: {queue} }} }}
+    batch: {{ size: 12, window: 500ms }}
+    report_batch_item_failures: true
+    retry: {{ max_attempts: 1, backoff: {{ initial: 50ms, max: 100ms }} }}
+    on_failure: {{ dlq: {{}} }}
+"#,
+        python = python(),
+        dir = code.path().display(),
+    );
+    let sy = Switchyard::start(&text);
+    let entry = eventually(Duration::from_secs(60), "the poison message in the dead-letter store", async || {
+        let out = sy.cli(&["dlq", "list", "--json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+        list.as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(entry["condition"], "RetryAttemptsExhausted");
+    let failed: Vec<Value> = entry["payload"]["rmqMessagesByQueue"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|l| l.as_array().unwrap().clone())
+        .collect();
+    assert_eq!(failed.len(), 1, "only the record the handler named failed: {entry}");
+    assert_eq!(failed[0]["basicProperties"]["messageId"], "id-5");
+    // The other eleven were acknowledged after their batch succeeded.
+    drop(sy);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(ch.basic_get(short(&queue), BasicGetOptions::default()).await.unwrap().is_none(), "nothing left unacked");
+    let _ = ch.queue_delete(short(&queue), Default::default()).await;
+}
