@@ -42,5 +42,7 @@ pub fn target(config: &DestinationConfig, client: &reqwest::Client) -> anyhow::R
         DestinationConfig::Rabbitmq(rabbit) => {
             Target::Send(Box::new(switchyard_amqp::RabbitMqDestination::new(rabbit)?))
         }
+        #[cfg(feature = "sqs")]
+        DestinationConfig::Sqs(sqs) => Target::Send(Box::new(switchyard_sqs::SqsDestination::new(sqs)?)),
     })
 }

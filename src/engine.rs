@@ -226,7 +226,7 @@ async fn wait_for_functions(supervised: &[Arc<Function>], stop: &CancellationTok
     }
 }
 
-#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq")), allow(unused_variables))]
+#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs")), allow(unused_variables))]
 fn build_mappings(
     config: &Config,
     functions: &HashMap<String, Arc<Function>>,
@@ -279,6 +279,21 @@ fn build_mappings(
                     Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
                 )
             }
+            #[cfg(feature = "sqs")]
+            SourceConfig::Sqs(sqs) => {
+                let batch = mapping.batch.unwrap_or_else(|| mapping.source.default_batch()).size.get();
+                // Room for a full batch while the previous one is in flight.
+                let in_flight = (batch * 2).max(usize::from(sqs.max_concurrency) * 20);
+                let source = switchyard_sqs::SqsSource::new(sqs)
+                    .with_context(|| format!("mapping {}", mapping.name))?
+                    .with_max_in_flight(in_flight);
+                let detail = json!({ "queue_url": sqs.queue_url, "max_concurrency": sqs.max_concurrency });
+                (
+                    "sqs",
+                    detail,
+                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
+                )
+            }
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(rabbit) => {
                 let source = switchyard_amqp::RabbitMqSource::new(rabbit)
@@ -306,7 +321,7 @@ fn build_mappings(
 }
 
 /// The delivery settings of a polled mapping.
-#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs")), allow(dead_code))]
 fn polled(
     mapping: &crate::config::MappingConfig,
     client: &reqwest::Client,

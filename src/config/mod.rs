@@ -20,6 +20,8 @@ pub use switchyard_http::HttpDestinationConfig;
 pub use switchyard_kafka::{KafkaDestinationConfig, KafkaSourceConfig};
 #[cfg(feature = "schedule")]
 pub use switchyard_schedule::ScheduleConfig;
+#[cfg(feature = "sqs")]
+pub use switchyard_sqs::{SqsDestinationConfig, SqsSourceConfig};
 
 /// A config error: the file, the key path, and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +200,9 @@ pub enum DestinationConfig {
     /// A RabbitMQ exchange (persistent messages, publisher confirms).
     #[cfg(feature = "rabbitmq")]
     Rabbitmq(RabbitMqDestinationConfig),
+    /// An SQS queue (SendMessageBatch; FIFO group and deduplication ids).
+    #[cfg(feature = "sqs")]
+    Sqs(SqsDestinationConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -410,6 +415,8 @@ pub enum SourceConfig {
     Kafka(KafkaSourceConfig),
     #[cfg(feature = "rabbitmq")]
     Rabbitmq(RabbitMqSourceConfig),
+    #[cfg(feature = "sqs")]
+    Sqs(SqsSourceConfig),
 }
 
 impl SourceConfig {
@@ -423,6 +430,8 @@ impl SourceConfig {
             SourceConfig::Kafka(_) => "kafka",
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(_) => "rabbitmq",
+            #[cfg(feature = "sqs")]
+            SourceConfig::Sqs(_) => "sqs",
         }
     }
 
@@ -437,6 +446,8 @@ impl SourceConfig {
             SourceConfig::Kafka(_) => true,
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(_) => true,
+            #[cfg(feature = "sqs")]
+            SourceConfig::Sqs(_) => true,
         }
     }
 
@@ -447,6 +458,10 @@ impl SourceConfig {
         match self {
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(_) => true,
+            // The queue's redrive policy moves a message to its dead-letter
+            // queue once it was received maxReceiveCount times.
+            #[cfg(feature = "sqs")]
+            SourceConfig::Sqs(_) => true,
             _ => false,
         }
     }
@@ -460,6 +475,9 @@ impl SourceConfig {
             // Lambda's defaults for Amazon MQ event source mappings.
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(_) => (100, 500),
+            // Lambda's defaults for SQS event source mappings.
+            #[cfg(feature = "sqs")]
+            SourceConfig::Sqs(_) => (10, 0),
             _ => (1, 0),
         };
         BatchConfig {

@@ -65,6 +65,20 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
             SourceConfig::Kafka(kafka) => {
                 switchyard_kafka::KafkaSource::new(kafka).map_err(|e| (format!("{at}.source.kafka"), e.to_string()))?;
             }
+            #[cfg(feature = "sqs")]
+            SourceConfig::Sqs(sqs) => {
+                switchyard_sqs::SqsSource::new(sqs).map_err(|e| (format!("{at}.source.sqs"), e.to_string()))?;
+                // Lambda's rule: more than 10 messages per batch needs a window.
+                if let Some(batch) = &mapping.batch
+                    && batch.size.get() > 10
+                    && batch.window < Duration::from_secs(1)
+                {
+                    return Err((
+                        format!("{at}.batch.window"),
+                        "a batch of more than 10 SQS messages needs a window of at least 1s".into(),
+                    ));
+                }
+            }
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(rabbit) => {
                 switchyard_amqp::RabbitMqSource::new(rabbit)
@@ -90,7 +104,7 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
             return Err((
                 format!("{at}.{key}"),
                 format!(
-                    "only for polled sources (kafka, rabbitmq); a {} mapping uses functions.{}.async instead",
+                    "only for polled sources (kafka, rabbitmq, sqs); a {} mapping uses functions.{}.async instead",
                     mapping.source.kind(),
                     mapping.function
                 ),

@@ -15,7 +15,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
-use switchyard_sdk::{Ack, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState};
+use switchyard_sdk::{Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -105,29 +105,6 @@ enum Ended {
     Shutdown,
     /// The connection, channel or consumer broke: reconnect.
     Lost(String),
-}
-
-/// The doubling wait between connection attempts.
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max, next: initial }
-    }
-
-    fn next(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
 }
 
 /// Consumer tags need only be unique per channel; the mapping name makes the
@@ -469,7 +446,7 @@ impl Task<'_> {
                     format!("no answer from RabbitMQ at {} within {OPEN_TIMEOUT:?}", self.source.endpoint)
                 }
             };
-            let retry_in = backoff.next();
+            let retry_in = backoff.next_wait();
             self.disconnected(failure, retry_in);
             if !self.wait(retry_in).await {
                 break;
@@ -506,10 +483,10 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_limit_and_resets() {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let waits: Vec<u64> = (0..7).map(|_| backoff.next().as_secs()).collect();
+        let waits: Vec<u64> = (0..7).map(|_| backoff.next_wait().as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
         backoff.reset();
-        assert_eq!(backoff.next(), Duration::from_secs(1));
+        assert_eq!(backoff.next_wait(), Duration::from_secs(1));
     }
 
     #[test]

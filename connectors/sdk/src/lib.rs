@@ -14,6 +14,7 @@
 //!   offset.
 
 mod ack;
+mod backoff;
 mod checkpoint;
 mod error;
 mod payload;
@@ -21,6 +22,7 @@ mod record;
 mod source;
 
 pub use ack::{Ack, Outcome};
+pub use backoff::Backoff;
 pub use checkpoint::OffsetTracker;
 pub use error::ConnectorError;
 pub use payload::{Encoding, PayloadField, payload_value};

@@ -19,6 +19,7 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 def record_handler(record: SQSRecord):
     body = json.loads(record.body) if record.body else {}
+    print("processing %s" % record.message_id)
     if body.get("fail"):
         raise ValueError("record %s asked to fail" % record.message_id)
     return body
