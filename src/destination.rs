@@ -44,5 +44,7 @@ pub fn target(config: &DestinationConfig, client: &reqwest::Client) -> anyhow::R
         }
         #[cfg(feature = "sqs")]
         DestinationConfig::Sqs(sqs) => Target::Send(Box::new(switchyard_sqs::SqsDestination::new(sqs)?)),
+        #[cfg(feature = "mqtt")]
+        DestinationConfig::Mqtt(mqtt) => Target::Send(Box::new(switchyard_mqtt::MqttDestination::new(mqtt)?)),
     })
 }

@@ -226,7 +226,10 @@ async fn wait_for_functions(supervised: &[Arc<Function>], stop: &CancellationTok
     }
 }
 
-#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs")), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs", feature = "mqtt")),
+    allow(unused_variables)
+)]
 fn build_mappings(
     config: &Config,
     functions: &HashMap<String, Arc<Function>>,
@@ -294,6 +297,20 @@ fn build_mappings(
                     Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
                 )
             }
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(mqtt) => {
+                let batch = mapping.batch.unwrap_or_else(|| mapping.source.default_batch()).size.get();
+                // A batch of one is the payload itself, as AWS IoT rules deliver it.
+                let source = switchyard_mqtt::MqttSource::new(mqtt)
+                    .with_context(|| format!("mapping {}", mapping.name))?
+                    .with_batch_size(batch);
+                let detail = json!({ "url": mqtt.url, "topics": mqtt.topics, "qos": mqtt.qos });
+                (
+                    "mqtt",
+                    detail,
+                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
+                )
+            }
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(rabbit) => {
                 let source = switchyard_amqp::RabbitMqSource::new(rabbit)
@@ -321,7 +338,7 @@ fn build_mappings(
 }
 
 /// The delivery settings of a polled mapping.
-#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs")), allow(dead_code))]
+#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs", feature = "mqtt")), allow(dead_code))]
 fn polled(
     mapping: &crate::config::MappingConfig,
     client: &reqwest::Client,

@@ -18,6 +18,8 @@ pub use switchyard_amqp::{RabbitMqDestinationConfig, RabbitMqSourceConfig};
 pub use switchyard_http::HttpDestinationConfig;
 #[cfg(feature = "kafka")]
 pub use switchyard_kafka::{KafkaDestinationConfig, KafkaSourceConfig};
+#[cfg(feature = "mqtt")]
+pub use switchyard_mqtt::{MqttDestinationConfig, MqttSourceConfig};
 #[cfg(feature = "schedule")]
 pub use switchyard_schedule::ScheduleConfig;
 #[cfg(feature = "sqs")]
@@ -203,6 +205,9 @@ pub enum DestinationConfig {
     /// An SQS queue (SendMessageBatch; FIFO group and deduplication ids).
     #[cfg(feature = "sqs")]
     Sqs(SqsDestinationConfig),
+    /// An MQTT topic (QoS 1, each publish acknowledged).
+    #[cfg(feature = "mqtt")]
+    Mqtt(MqttDestinationConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -417,6 +422,8 @@ pub enum SourceConfig {
     Rabbitmq(RabbitMqSourceConfig),
     #[cfg(feature = "sqs")]
     Sqs(SqsSourceConfig),
+    #[cfg(feature = "mqtt")]
+    Mqtt(MqttSourceConfig),
 }
 
 impl SourceConfig {
@@ -432,6 +439,8 @@ impl SourceConfig {
             SourceConfig::Rabbitmq(_) => "rabbitmq",
             #[cfg(feature = "sqs")]
             SourceConfig::Sqs(_) => "sqs",
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(_) => "mqtt",
         }
     }
 
@@ -448,6 +457,8 @@ impl SourceConfig {
             SourceConfig::Rabbitmq(_) => true,
             #[cfg(feature = "sqs")]
             SourceConfig::Sqs(_) => true,
+            #[cfg(feature = "mqtt")]
+            SourceConfig::Mqtt(_) => true,
         }
     }
 

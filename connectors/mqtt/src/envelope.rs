@@ -1,0 +1,228 @@
+//! One message's JSON, and the event around a batch.
+//!
+//! A record keeps the payload in base64 under `data`, like the RabbitMQ
+//! record, so filters and transforms find it where they find every other
+//! broker's payload. The event is built from that at invocation time, after
+//! any transform: a mapping with batch size 1 gets the payload itself, as an
+//! AWS IoT rule delivers it; a larger batch size gets the documented batch
+//! shape, every time, even when a window closes on a single message.
+
+use std::time::SystemTime;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+use switchyard_sdk::{Envelope, PayloadField};
+
+use crate::conn::Message;
+
+/// The `eventSource` of a batch event.
+pub const EVENT_SOURCE: &str = "switchyard:mqtt";
+
+/// The record of one message:
+///
+/// ```json
+/// {"topic": "devices/d1/telemetry", "qos": 1, "retain": false, "dup": false,
+///  "messageId": 7, "receivedAt": "2025-01-01T12:00:00.123Z", "data": "<base64 payload>"}
+/// ```
+///
+/// `messageId` is the MQTT packet identifier (`null` at QoS 0, which has
+/// none); packet identifiers are reused once acknowledged, so it only names
+/// the message among those in flight. `dup` is the broker's DUP flag, and
+/// also true when the source hands a message out again after a `Retry`.
+/// `receivedAt` is when this connection received it (MQTT carries no
+/// publish time). MQTT 5 messages with properties add `"properties"`:
+/// `contentType`, `payloadFormatIndicator`, `messageExpiryInterval`,
+/// `responseTopic`, `correlationData` (base64), `userProperties` (`[[name,
+/// value], ...]`, as names may repeat) and `subscriptionIdentifiers`, each
+/// only when present.
+pub(crate) fn message_data(message: &Message, received_at: SystemTime) -> Value {
+    let mut data = json!({
+        "topic": message.topic,
+        "qos": message.qos,
+        "retain": message.retain,
+        "dup": message.dup,
+        "messageId": if message.qos == 0 { Value::Null } else { json!(message.pkid) },
+        "receivedAt": rfc3339_ms(received_at),
+        "data": STANDARD.encode(&message.payload),
+    });
+    if let (Some(properties), Some(object)) = (&message.properties, data.as_object_mut()) {
+        object.insert("properties".into(), properties.clone());
+    }
+    data
+}
+
+/// `2025-01-01T12:00:00.123Z`.
+pub(crate) fn rfc3339_ms(at: SystemTime) -> String {
+    DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The event of a batch of MQTT records.
+///
+/// - Batch size 1 ([`MqttEnvelope::single`]): the payload itself when it is
+///   JSON, as an AWS IoT rule's `SELECT *` delivers it; otherwise
+///   `{"data": "<base64>"}`, the shape of the rule idiom `SELECT
+///   encode(*, 'base64') AS data`.
+/// - Otherwise ([`MqttEnvelope::batch`]): `{"eventSource":
+///   "switchyard:mqtt", "records": [...]}` where each record is its message's
+///   JSON with the payload as `"payload"` (parsed) when it is JSON, else kept
+///   as `"data"` (base64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MqttEnvelope {
+    single: bool,
+}
+
+impl MqttEnvelope {
+    /// For a mapping whose batch size is `batch_size`.
+    pub fn for_batch_size(batch_size: usize) -> Self {
+        Self { single: batch_size == 1 }
+    }
+
+    /// Each event is one message's payload.
+    pub fn single() -> Self {
+        Self { single: true }
+    }
+
+    /// Each event is the batch shape, whatever the number of records.
+    pub fn batch() -> Self {
+        Self { single: false }
+    }
+}
+
+/// The payload bytes of a record; `None` when a transform removed or broke
+/// the field.
+fn payload(record: &Value) -> Option<Vec<u8>> {
+    PayloadField::base64("data").bytes(record).map(|bytes| bytes.into_owned())
+}
+
+/// The message payload as the single-message event.
+fn payload_event(record: &Value) -> Value {
+    let Some(bytes) = payload(record) else {
+        return record.clone();
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) => value,
+        Err(_) => json!({ "data": STANDARD.encode(&bytes) }),
+    }
+}
+
+/// One element of the batch's `records`.
+fn batch_record(record: &Value) -> Value {
+    let (Some(object), Some(bytes)) = (record.as_object(), payload(record)) else {
+        return record.clone();
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(parsed) => {
+            let mut out: Map<String, Value> =
+                object.iter().filter(|(key, _)| key.as_str() != "data").map(|(k, v)| (k.clone(), v.clone())).collect();
+            out.insert("payload".into(), parsed);
+            Value::Object(out)
+        }
+        Err(_) => record.clone(),
+    }
+}
+
+impl Envelope for MqttEnvelope {
+    fn event(&self, records: &[&Value]) -> Value {
+        match records {
+            [one] if self.single => payload_event(one),
+            many => json!({
+                "eventSource": EVENT_SOURCE,
+                "records": many.iter().map(|r| batch_record(r)).collect::<Vec<_>>(),
+            }),
+        }
+    }
+
+    fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {
+        const FIELDS: &[PayloadField] = &[PayloadField::base64("data")];
+        FIELDS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn message(payload: &'static [u8], qos: u8) -> Message {
+        Message {
+            topic: "devices/d1/telemetry".into(),
+            payload: Bytes::from_static(payload),
+            qos,
+            retain: false,
+            dup: false,
+            pkid: if qos == 0 { 0 } else { 7 },
+            properties: None,
+        }
+    }
+
+    const AT: Duration = Duration::from_millis(1_700_000_000_123);
+
+    #[test]
+    fn record_shape() {
+        let data = message_data(&message(br#"{"t":21.5}"#, 1), UNIX_EPOCH + AT);
+        assert_eq!(
+            data,
+            json!({
+                "topic": "devices/d1/telemetry", "qos": 1, "retain": false, "dup": false, "messageId": 7,
+                "receivedAt": "2023-11-14T22:13:20.123Z", "data": "eyJ0IjoyMS41fQ==",
+            })
+        );
+        let mut with_properties = message(b"x", 0);
+        with_properties.properties = Some(json!({"contentType": "text/plain"}));
+        let data = message_data(&with_properties, UNIX_EPOCH + AT);
+        assert_eq!(data["messageId"], Value::Null, "QoS 0 has no packet identifier");
+        assert_eq!(data["properties"], json!({"contentType": "text/plain"}));
+    }
+
+    #[test]
+    fn single_events_are_the_payload() {
+        let envelope = MqttEnvelope::for_batch_size(1);
+        let json_record = message_data(&message(br#"{"t":21.5}"#, 1), UNIX_EPOCH + AT);
+        assert_eq!(envelope.event(&[&json_record]), json!({"t": 21.5}));
+        let binary = message_data(&message(&[0xff, 0x00, 0x01], 1), UNIX_EPOCH + AT);
+        assert_eq!(envelope.event(&[&binary]), json!({"data": "/wAB"}));
+        let text = message_data(&message(b"on", 1), UNIX_EPOCH + AT);
+        assert_eq!(envelope.event(&[&text]), json!({"data": "b24="}), "text that is not JSON stays base64");
+        assert_eq!(envelope.event(&[&json_record, &binary])["records"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn batch_events_keep_metadata_and_parse_json() {
+        let envelope = MqttEnvelope::for_batch_size(500);
+        let json_record = message_data(&message(br#"[1,2]"#, 1), UNIX_EPOCH + AT);
+        let binary = message_data(&message(&[0xff], 0), UNIX_EPOCH + AT);
+        assert_eq!(
+            envelope.event(&[&json_record]),
+            json!({"eventSource": "switchyard:mqtt", "records": [{
+                "topic": "devices/d1/telemetry", "qos": 1, "retain": false, "dup": false, "messageId": 7,
+                "receivedAt": "2023-11-14T22:13:20.123Z", "payload": [1, 2],
+            }]}),
+            "a batch of one keeps the batch shape"
+        );
+        let event = envelope.event(&[&json_record, &binary]);
+        assert_eq!(event["records"][1], binary, "binary payloads stay base64 under data");
+        assert_eq!(event["records"][0]["payload"], json!([1, 2]));
+        assert!(event["records"][0].get("data").is_none());
+    }
+
+    #[test]
+    fn filters_see_the_payload_under_data() {
+        let envelope = MqttEnvelope::batch();
+        let record = message_data(&message(br#"{"t":1}"#, 1), UNIX_EPOCH + AT);
+        let fields = envelope.payload_fields(&record);
+        assert_eq!(fields, [PayloadField::base64("data")]);
+        assert_eq!(fields[0].bytes(&record).as_deref(), Some(&br#"{"t":1}"#[..]));
+    }
+
+    #[test]
+    fn records_without_a_payload_pass_through() {
+        let broken = json!({"topic": "t", "data": "not base64!"});
+        assert_eq!(MqttEnvelope::single().event(&[&broken]), broken);
+        assert_eq!(MqttEnvelope::batch().event(&[&broken])["records"][0], broken);
+    }
+}
