@@ -46,5 +46,7 @@ pub fn target(config: &DestinationConfig, client: &reqwest::Client) -> anyhow::R
         DestinationConfig::Sqs(sqs) => Target::Send(Box::new(switchyard_sqs::SqsDestination::new(sqs)?)),
         #[cfg(feature = "mqtt")]
         DestinationConfig::Mqtt(mqtt) => Target::Send(Box::new(switchyard_mqtt::MqttDestination::new(mqtt)?)),
+        #[cfg(feature = "nats")]
+        DestinationConfig::Nats(nats) => Target::Send(Box::new(switchyard_nats::NatsDestination::new(nats)?)),
     })
 }

@@ -311,6 +311,17 @@ fn build_mappings(
                     Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
                 )
             }
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(nats) => {
+                let source =
+                    switchyard_nats::NatsSource::new(nats).with_context(|| format!("mapping {}", mapping.name))?;
+                let detail = json!({ "stream": nats.stream, "consumer": nats.consumer, "subjects": nats.subjects, "ordered": nats.ordered });
+                (
+                    "nats",
+                    detail,
+                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
+                )
+            }
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(rabbit) => {
                 let source = switchyard_amqp::RabbitMqSource::new(rabbit)
@@ -338,7 +349,10 @@ fn build_mappings(
 }
 
 /// The delivery settings of a polled mapping.
-#[cfg_attr(not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs", feature = "mqtt")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs", feature = "mqtt", feature = "nats")),
+    allow(dead_code)
+)]
 fn polled(
     mapping: &crate::config::MappingConfig,
     client: &reqwest::Client,

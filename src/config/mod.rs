@@ -20,6 +20,8 @@ pub use switchyard_http::HttpDestinationConfig;
 pub use switchyard_kafka::{KafkaDestinationConfig, KafkaSourceConfig};
 #[cfg(feature = "mqtt")]
 pub use switchyard_mqtt::{MqttDestinationConfig, MqttSourceConfig};
+#[cfg(feature = "nats")]
+pub use switchyard_nats::{NatsDestinationConfig, NatsSourceConfig};
 #[cfg(feature = "schedule")]
 pub use switchyard_schedule::ScheduleConfig;
 #[cfg(feature = "sqs")]
@@ -208,6 +210,9 @@ pub enum DestinationConfig {
     /// An MQTT topic (QoS 1, each publish acknowledged).
     #[cfg(feature = "mqtt")]
     Mqtt(MqttDestinationConfig),
+    /// A NATS subject captured by a JetStream stream (each publish acknowledged).
+    #[cfg(feature = "nats")]
+    Nats(NatsDestinationConfig),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -424,6 +429,8 @@ pub enum SourceConfig {
     Sqs(SqsSourceConfig),
     #[cfg(feature = "mqtt")]
     Mqtt(MqttSourceConfig),
+    #[cfg(feature = "nats")]
+    Nats(NatsSourceConfig),
 }
 
 impl SourceConfig {
@@ -441,6 +448,8 @@ impl SourceConfig {
             SourceConfig::Sqs(_) => "sqs",
             #[cfg(feature = "mqtt")]
             SourceConfig::Mqtt(_) => "mqtt",
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(_) => "nats",
         }
     }
 
@@ -459,6 +468,8 @@ impl SourceConfig {
             SourceConfig::Sqs(_) => true,
             #[cfg(feature = "mqtt")]
             SourceConfig::Mqtt(_) => true,
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(_) => true,
         }
     }
 
@@ -489,6 +500,8 @@ impl SourceConfig {
             // Lambda's defaults for SQS event source mappings.
             #[cfg(feature = "sqs")]
             SourceConfig::Sqs(_) => (10, 0),
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(_) => (100, 500),
             _ => (1, 0),
         };
         BatchConfig {

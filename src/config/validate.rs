@@ -83,6 +83,10 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
             SourceConfig::Mqtt(mqtt) => {
                 switchyard_mqtt::MqttSource::new(mqtt).map_err(|e| (format!("{at}.source.mqtt"), e.to_string()))?;
             }
+            #[cfg(feature = "nats")]
+            SourceConfig::Nats(nats) => {
+                switchyard_nats::NatsSource::new(nats).map_err(|e| (format!("{at}.source.nats"), e.to_string()))?;
+            }
             #[cfg(feature = "rabbitmq")]
             SourceConfig::Rabbitmq(rabbit) => {
                 switchyard_amqp::RabbitMqSource::new(rabbit)
@@ -108,7 +112,7 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
             return Err((
                 format!("{at}.{key}"),
                 format!(
-                    "only for polled sources (kafka, rabbitmq, sqs, mqtt); a {} mapping uses functions.{}.async instead",
+                    "only for polled sources (kafka, rabbitmq, sqs, mqtt, nats); a {} mapping uses functions.{}.async instead",
                     mapping.source.kind(),
                     mapping.function
                 ),
