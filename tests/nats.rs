@@ -82,9 +82,11 @@ async fn a_durable_consumer_delivers_everything_across_a_kill_9_and_poison_goes_
 
     // The poison order alone reached the dead subject, in the on-failure record.
     let dead_stream = js.get_stream(&stream).await.unwrap();
-    let dead = eventually(Duration::from_secs(60), "the failure record on the dead subject (after the killed consumer's ack wait)", async || {
-        dead_stream.get_last_raw_message_by_subject(&format!("{subject}.dead")).await.ok()
-    })
+    let dead = eventually(
+        Duration::from_secs(60),
+        "the failure record on the dead subject (after the killed consumer's ack wait)",
+        async || dead_stream.get_last_raw_message_by_subject(&format!("{subject}.dead")).await.ok(),
+    )
     .await;
     let record: Value = serde_json::from_slice(&dead.payload).unwrap();
     assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
