@@ -284,7 +284,7 @@ fn build_mappings(
             }
             #[cfg(feature = "sqs")]
             SourceConfig::Sqs(sqs) => {
-                let batch = mapping.batch.unwrap_or_else(|| mapping.source.default_batch()).size.get();
+                let batch = mapping.batch().size.get();
                 // Room for a full batch while the previous one is in flight.
                 let in_flight = (batch * 2).max(usize::from(sqs.max_concurrency) * 20);
                 let source = switchyard_sqs::SqsSource::new(sqs)
@@ -299,7 +299,7 @@ fn build_mappings(
             }
             #[cfg(feature = "mqtt")]
             SourceConfig::Mqtt(mqtt) => {
-                let batch = mapping.batch.unwrap_or_else(|| mapping.source.default_batch()).size.get();
+                let batch = mapping.batch().size.get();
                 // A batch of one is the payload itself, as AWS IoT rules deliver it.
                 let source = switchyard_mqtt::MqttSource::new(mqtt)
                     .with_context(|| format!("mapping {}", mapping.name))?
@@ -360,7 +360,7 @@ fn polled(
 ) -> anyhow::Result<Delivery> {
     let settings = pipeline::Settings {
         mapping: Arc::from(mapping.name.as_str()),
-        batch: mapping.batch.unwrap_or_else(|| mapping.source.default_batch()),
+        batch: mapping.batch(),
         parallelization: mapping.parallelization.get(),
         retry: mapping.retry.clone(),
         report_batch_item_failures: mapping.report_batch_item_failures,

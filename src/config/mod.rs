@@ -257,6 +257,13 @@ pub struct MappingConfig {
     pub format: FormatConfig,
 }
 
+impl MappingConfig {
+    /// The mapping's batching: as set, or the source's Lambda defaults.
+    pub fn batch(&self) -> BatchConfig {
+        self.batch.unwrap_or_else(|| self.source.default_batch())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {

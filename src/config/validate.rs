@@ -154,7 +154,7 @@ fn validate_shape(config: &Config, at: &str, mapping: &MappingConfig) -> Result<
     if config.functions.get(&mapping.function).is_some_and(|f| f.http.is_none()) {
         return Err((at, "binary mode is for HTTP functions: a Lambda function gets the event as JSON".into()));
     }
-    if mapping.source.is_polled() && mapping.batch.unwrap_or_else(|| mapping.source.default_batch()).size.get() != 1 {
+    if mapping.source.is_polled() && mapping.batch().size.get() != 1 {
         return Err((at, "binary mode carries one record per invocation: set batch.size to 1".into()));
     }
     Ok(())

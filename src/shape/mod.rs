@@ -16,7 +16,6 @@ mod jq;
 mod template;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -205,10 +204,6 @@ impl Shaper {
             }
         }
     }
-
-    pub fn format(&self) -> &Format {
-        &self.format
-    }
 }
 
 fn join(at: &str, path: &str) -> String {
@@ -233,7 +228,7 @@ fn payload_bytes(value: &Value) -> Bytes {
 
 /// `data` as patterns and transforms see it: payload fields decoded, and
 /// parsed when they are JSON.
-pub fn view<'a>(envelope: &dyn Envelope, data: &'a Value) -> Cow<'a, Value> {
+fn view<'a>(envelope: &dyn Envelope, data: &'a Value) -> Cow<'a, Value> {
     let fields = envelope.payload_fields(data);
     if fields.is_empty() {
         return Cow::Borrowed(data);
@@ -275,9 +270,6 @@ impl Envelope for WebhookEnvelope {
         if record.get("isBase64Encoded") == Some(&Value::Bool(true)) { BASE64 } else { TEXT }
     }
 }
-
-/// A shaper shared by a mapping's tasks.
-pub type SharedShaper = Arc<Shaper>;
 
 #[cfg(test)]
 mod tests;

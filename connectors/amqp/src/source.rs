@@ -15,7 +15,9 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
-use switchyard_sdk::{Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState};
+use switchyard_sdk::{
+    Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState, set_state,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -119,16 +121,6 @@ fn consumer_tag(mapping: &str, epoch: u64) -> ShortString {
     }
     let tag = format!("switchyard-{mapping}-{}-{epoch}-{n}", std::process::id());
     ShortString::try_new(tag).unwrap_or_else(|_| ShortString::from("switchyard"))
-}
-
-fn set_state(state: &watch::Sender<SourceState>, next: SourceState) {
-    state.send_if_modified(|current| {
-        if *current == next {
-            return false;
-        }
-        *current = next;
-        true
-    });
 }
 
 /// The record of one delivery; its ack reports `(tag, outcome)` on `acks`.
@@ -479,15 +471,6 @@ impl Source for RabbitMqSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_limit_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let waits: Vec<u64> = (0..7).map(|_| backoff.next_wait().as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
-        backoff.reset();
-        assert_eq!(backoff.next_wait(), Duration::from_secs(1));
-    }
 
     #[test]
     fn consumer_tags_fit_a_short_string() {

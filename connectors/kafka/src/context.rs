@@ -14,7 +14,7 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use switchyard_sdk::SourceState;
+use switchyard_sdk::{SourceState, set_state};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::StartingPosition;
@@ -117,16 +117,6 @@ impl KafkaContext {
         }
         tracing::info!(mapping = %self.mapping, %at, "starting position looked up by timestamp");
     }
-}
-
-pub(crate) fn set_state(state: &watch::Sender<SourceState>, next: SourceState) {
-    state.send_if_modified(|current| {
-        if *current == next {
-            return false;
-        }
-        *current = next;
-        true
-    });
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {

@@ -20,8 +20,9 @@ use switchyard_sdk::{
 use tokio::sync::mpsc;
 
 use crate::config::{KafkaSourceConfig, StartingPosition};
-use crate::context::{Control, KafkaContext, set_state};
+use crate::context::{Control, KafkaContext};
 use crate::envelope::{KafkaEnvelope, record_data, record_id, scope};
+use switchyard_sdk::set_state;
 
 type KafkaConsumer = StreamConsumer<KafkaContext>;
 

@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use switchyard_sdk::{Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState};
+use switchyard_sdk::{
+    Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState, set_state,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -169,16 +171,6 @@ enum Ended {
     Shutdown,
     /// The connection broke: reconnect.
     Lost(String),
-}
-
-fn set_state(state: &watch::Sender<SourceState>, next: SourceState) {
-    state.send_if_modified(|current| {
-        if *current == next {
-            return false;
-        }
-        *current = next;
-        true
-    });
 }
 
 /// The running source: the messages it holds and its channels.
@@ -641,15 +633,6 @@ mod tests {
         let config: MqttSourceConfig =
             serde_json::from_value(json!({"url": "mqtt://127.0.0.1:1", "topics": ["t/#"]})).unwrap();
         MqttSource::new(&config).unwrap()
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_limit_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let waits: Vec<u64> = (0..7).map(|_| backoff.next_wait().as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
-        backoff.reset();
-        assert_eq!(backoff.next_wait(), Duration::from_secs(1));
     }
 
     #[test]

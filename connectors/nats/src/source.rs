@@ -19,7 +19,9 @@ use async_nats::{Client, Event, Message, StatusCode, Subject, Subscriber};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use switchyard_sdk::{Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState};
+use switchyard_sdk::{
+    Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState, set_state,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -140,17 +142,6 @@ fn nak_payload(delay: Option<Duration>) -> Bytes {
 fn version(text: &str) -> Option<(u32, u32)> {
     let mut parts = text.split(['.', '-']);
     Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
-
-/// Sets the state; true when it changed.
-fn set_state(state: &watch::Sender<SourceState>, next: SourceState) -> bool {
-    state.send_if_modified(|current| {
-        if *current == next {
-            return false;
-        }
-        *current = next;
-        true
-    })
 }
 
 /// The client, once connected; async-nats keeps it connected from then on.
@@ -1191,15 +1182,6 @@ mod tests {
         assert_eq!(filters("", &[]), Vec::<String>::new());
         assert_eq!(filters("a.>", &[]), ["a.>"]);
         assert_eq!(filters("", &["a".into(), "b".into()]), ["a", "b"]);
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_limit_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let waits: Vec<u64> = (0..7).map(|_| backoff.next_wait().as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
-        backoff.reset();
-        assert_eq!(backoff.next_wait(), Duration::from_secs(1));
     }
 
     #[test]

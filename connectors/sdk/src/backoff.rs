@@ -32,10 +32,10 @@ mod tests {
 
     #[test]
     fn doubles_to_the_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(300));
-        let waits: Vec<u64> = (0..4).map(|_| b.next_wait().as_millis() as u64).collect();
-        assert_eq!(waits, [100, 200, 300, 300]);
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+        let waits: Vec<u64> = (0..7).map(|_| b.next_wait().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
         b.reset();
-        assert_eq!(b.next_wait(), Duration::from_millis(100));
+        assert_eq!(b.next_wait(), Duration::from_secs(1));
     }
 }

@@ -27,4 +27,4 @@ pub use checkpoint::OffsetTracker;
 pub use error::ConnectorError;
 pub use payload::{Encoding, PayloadField, payload_value};
 pub use record::{Batch, Envelope, Record, RecordsEnvelope, SingleEnvelope};
-pub use source::{Destination, Source, SourceContext, SourceState};
+pub use source::{Destination, Source, SourceContext, SourceState, set_state};

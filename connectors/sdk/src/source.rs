@@ -28,6 +28,18 @@ impl SourceState {
     }
 }
 
+/// Publishes `next` unless it is already the state, so watchers only wake
+/// on a change; returns whether it changed.
+pub fn set_state(state: &watch::Sender<SourceState>, next: SourceState) -> bool {
+    state.send_if_modified(|current| {
+        if *current == next {
+            return false;
+        }
+        *current = next;
+        true
+    })
+}
+
 /// Everything a running source is handed.
 pub struct SourceContext {
     /// The mapping's name, for logs and metrics.

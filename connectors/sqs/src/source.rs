@@ -13,7 +13,9 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName,
     QueueAttributeName,
 };
-use switchyard_sdk::{Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState};
+use switchyard_sdk::{
+    Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState, set_state,
+};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
@@ -202,17 +204,6 @@ impl Shared {
             tracing::debug!(mapping = %self.mapping, %reason, ?retry_in, "SQS request failed; retrying");
         }
     }
-}
-
-/// Returns whether the state changed.
-fn set_state(state: &watch::Sender<SourceState>, next: SourceState) -> bool {
-    state.send_if_modified(|current| {
-        if *current == next {
-            return false;
-        }
-        *current = next;
-        true
-    })
 }
 
 /// What the source learns about the queue before it receives.
@@ -919,15 +910,6 @@ impl Source for SqsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_limit_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
-        let waits: Vec<u64> = (0..7).map(|_| backoff.next_wait().as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30]);
-        backoff.reset();
-        assert_eq!(backoff.next_wait(), Duration::from_secs(1));
-    }
 
     #[test]
     fn retry_delays_double_per_receive_up_to_the_visibility_timeout() {
