@@ -300,3 +300,57 @@ pub fn config(url: &str, function_extra: &str, mappings: &str) -> String {
         "server:\n  listen: 127.0.0.1:0\n  shutdown_grace: 10s\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http:\n      url: {url}\n      timeout: 5s\n{function_extra}mappings:\n{mappings}"
     )
 }
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A broker of the test's own (a second Mosquitto or NATS server on a free
+/// port), so a test can stop and restart it without disturbing the shared one.
+pub struct BrokerProcess {
+    child: Option<Child>,
+    program: String,
+    args: Vec<String>,
+    pub port: u16,
+}
+
+impl BrokerProcess {
+    /// Starts `program args...` and waits until it accepts connections on `port`.
+    pub fn start(program: &str, args: &[String], port: u16) -> Self {
+        let mut broker = Self { child: None, program: program.to_string(), args: args.to_vec(), port };
+        broker.restart();
+        broker
+    }
+
+    /// Starts it again with the same arguments (and so the same storage).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.program);
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} ({e}); scripts/test installs it", self.program));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} did not listen on port {}", self.program, self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it with `signal` and waits until it is gone.
+    pub fn stop(&mut self, signal: libc::c_int) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, signal) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.stop(libc::SIGKILL);
+    }
+}
