@@ -59,14 +59,14 @@ impl Format {
             // A single raw payload goes as it came, byte for byte.
             (Format::Raw, [one]) => Shaped { payload: raw_bytes(envelope, one.data), headers: Vec::new() },
             (Format::CloudEvents { binary: true, type_, source }, [one]) => binary(envelope, one, type_, source),
-            (Format::CloudEvents { .. }, items) => {
+            (Format::CloudEvents { type_, source, .. }, items) => {
                 let content_type = if items.len() == 1 {
                     "application/cloudevents+json"
                 } else {
                     "application/cloudevents-batch+json"
                 };
                 Shaped {
-                    payload: Bytes::from(self.value(envelope, items).to_string()),
+                    payload: structured(envelope, items, type_, source),
                     headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
                 }
             }
@@ -136,6 +136,66 @@ fn cloud_event(envelope: &dyn Envelope, item: &Item, type_: &str, source: &str) 
     event.insert("datacontenttype".into(), json!(content_type));
     event.insert(key.into(), value);
     Value::Object(event)
+}
+
+/// Structured CloudEvents written straight out: a JSON payload is checked
+/// and copied into `data` as it is, never parsed into a tree and printed
+/// again. The same events [`Format::value`] builds.
+fn structured(envelope: &dyn Envelope, items: &[Item], type_: &str, source: &str) -> Bytes {
+    let mut out = Vec::with_capacity(items.len() * 1024);
+    match items {
+        [one] => write_cloud_event(&mut out, envelope, one, type_, source),
+        many => {
+            out.push(b'[');
+            for (i, item) in many.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_cloud_event(&mut out, envelope, item, type_, source);
+            }
+            out.push(b']');
+        }
+    }
+    Bytes::from(out)
+}
+
+fn write_cloud_event(out: &mut Vec<u8>, envelope: &dyn Envelope, item: &Item, type_: &str, source: &str) {
+    let string = |out: &mut Vec<u8>, text: &str| serde_json::to_writer(&mut *out, text).expect("writing to a Vec");
+    out.extend_from_slice(br#"{"specversion":"1.0","id":"#);
+    string(out, item.id);
+    out.extend_from_slice(br#","source":"#);
+    string(out, source);
+    out.extend_from_slice(br#","type":"#);
+    string(out, type_);
+    out.extend_from_slice(br#","time":"#);
+    string(out, &time(item.time));
+    let field = envelope.payload_fields(item.data).first().copied();
+    let bytes = field.map(|f| f.bytes(item.data));
+    match bytes {
+        // The record is its own payload (schedules).
+        None => {
+            out.extend_from_slice(br#","datacontenttype":"application/json","data":"#);
+            serde_json::to_writer(&mut *out, item.data).expect("writing to a Vec");
+        }
+        Some(None) => out.extend_from_slice(br#","datacontenttype":"application/json","data":null"#),
+        Some(Some(bytes)) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
+            out.extend_from_slice(br#","datacontenttype":"application/json","data":"#);
+            out.extend_from_slice(bytes.trim_ascii());
+        }
+        Some(Some(bytes)) => match std::str::from_utf8(&bytes) {
+            Ok(text) => {
+                out.extend_from_slice(br#","datacontenttype":"text/plain; charset=utf-8","data":"#);
+                string(out, text);
+            }
+            Err(_) => {
+                use base64::Engine;
+                out.extend_from_slice(br#","datacontenttype":"application/octet-stream","data_base64":""#);
+                out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&bytes).as_bytes());
+                out.push(b'"');
+            }
+        },
+    }
+    out.push(b'}');
 }
 
 fn binary(envelope: &dyn Envelope, item: &Item, type_: &str, source: &str) -> Shaped {
@@ -219,6 +279,20 @@ mod tests {
         let batch = ce().value(&Base64Value, &items);
         assert_eq!(batch[1]["data_base64"], "/wA=");
         assert_eq!(batch[1]["datacontenttype"], "application/octet-stream");
+
+        // What is sent is what a batch transform sees.
+        for n in [1, 2] {
+            let sent: Value = serde_json::from_slice(&ce().shape(&Base64Value, &items[..n]).payload).unwrap();
+            let seen = ce().value(&Base64Value, &items[..n]);
+            assert_eq!(sent, seen);
+        }
+        let text = json!({"value": "aGk="});
+        let sent = ce().shape(&Base64Value, &[Item { id: "t", time: at, data: &text }]);
+        let sent: Value = serde_json::from_slice(&sent.payload).unwrap();
+        assert_eq!(
+            (sent["data"].as_str(), sent["datacontenttype"].as_str()),
+            (Some("hi"), Some("text/plain; charset=utf-8"))
+        );
 
         let binary = Format::CloudEvents { binary: true, type_: "t".into(), source: "/s".into() };
         let shaped = binary.shape(&Base64Value, &items[..1]);

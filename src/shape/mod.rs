@@ -227,21 +227,25 @@ fn payload_bytes(value: &Value) -> Bytes {
 }
 
 /// `data` as patterns and transforms see it: payload fields decoded, and
-/// parsed when they are JSON.
+/// parsed when they are JSON, at the top level under their key. Built field
+/// by field, so an encoded payload is never copied only to be replaced.
 fn view<'a>(envelope: &dyn Envelope, data: &'a Value) -> Cow<'a, Value> {
     let fields = envelope.payload_fields(data);
-    if fields.is_empty() {
+    let (false, Some(object)) = (fields.is_empty(), data.as_object()) else {
         return Cow::Borrowed(data);
+    };
+    let decoded = |field: &PayloadField| field.bytes(data).map(|bytes| payload_value(&bytes));
+    let mut view = serde_json::Map::with_capacity(object.len() + fields.len());
+    for (key, value) in object {
+        let top_level = fields.iter().find(|field| field.parent.is_none() && field.key == key);
+        view.insert(key.clone(), top_level.and_then(decoded).unwrap_or_else(|| value.clone()));
     }
-    let mut view = data.clone();
-    if let Some(object) = view.as_object_mut() {
-        for field in fields {
-            if let Some(bytes) = field.bytes(data) {
-                object.insert(field.key.to_string(), payload_value(&bytes));
-            }
+    for field in fields.iter().filter(|field| field.parent.is_some()) {
+        if let Some(value) = decoded(field) {
+            view.insert(field.key.to_string(), value);
         }
     }
-    Cow::Owned(view)
+    Cow::Owned(Value::Object(view))
 }
 
 fn set_payload(envelope: &dyn Envelope, data: &mut Value, payload: Payload) {

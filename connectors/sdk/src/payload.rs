@@ -21,26 +21,45 @@ pub enum Encoding {
     Text,
 }
 
-/// One payload field at the top level of a record's JSON.
+/// One payload field of a record's JSON: at the top level, or inside one
+/// top-level object (Kinesis keeps its payload at `kinesis.data`).
+///
+/// Patterns and transforms always see the payload at the top level under
+/// `key`, as Lambda's filters name it (`{"data": ...}` for Kinesis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PayloadField {
     pub key: &'static str,
     pub encoding: Encoding,
+    /// The top-level object holding the field, when it is not the record.
+    pub parent: Option<&'static str>,
 }
 
 impl PayloadField {
     pub const fn base64(key: &'static str) -> Self {
-        Self { key, encoding: Encoding::Base64 }
+        Self { key, encoding: Encoding::Base64, parent: None }
     }
 
     pub const fn text(key: &'static str) -> Self {
-        Self { key, encoding: Encoding::Text }
+        Self { key, encoding: Encoding::Text, parent: None }
+    }
+
+    /// The field is `record[parent][key]`.
+    pub const fn inside(self, parent: &'static str) -> Self {
+        Self { parent: Some(parent), ..self }
+    }
+
+    /// The object that holds the field: the record itself, or its parent.
+    fn holder<'a>(&self, record: &'a Value) -> Option<&'a Value> {
+        match self.parent {
+            None => Some(record),
+            Some(parent) => record.get(parent),
+        }
     }
 
     /// The field's bytes in `record`; `None` when absent, null or not
     /// decodable.
     pub fn bytes<'a>(&self, record: &'a Value) -> Option<Cow<'a, [u8]>> {
-        let text = record.get(self.key)?.as_str()?;
+        let text = self.holder(record)?.get(self.key)?.as_str()?;
         match self.encoding {
             Encoding::Text => Some(Cow::Borrowed(text.as_bytes())),
             Encoding::Base64 => STANDARD.decode(text).ok().map(Cow::Owned),
@@ -49,7 +68,11 @@ impl PayloadField {
 
     /// Writes `bytes` into `record` as this field is encoded.
     pub fn set(&self, record: &mut Value, bytes: &[u8]) {
-        let Some(object) = record.as_object_mut() else { return };
+        let holder = match self.parent {
+            None => Some(record),
+            Some(parent) => record.get_mut(parent),
+        };
+        let Some(object) = holder.and_then(Value::as_object_mut) else { return };
         let value = match self.encoding {
             Encoding::Base64 => STANDARD.encode(bytes),
             Encoding::Text => String::from_utf8_lossy(bytes).into_owned(),
@@ -94,5 +117,15 @@ mod tests {
         assert_eq!(record["value"], "aGk=");
         PayloadField::text("body").set(&mut record, b"hi");
         assert_eq!(record["body"], "hi");
+    }
+
+    #[test]
+    fn nested_fields_read_and_write_inside_their_parent() {
+        let data = PayloadField::base64("data").inside("kinesis");
+        let mut record = json!({"kinesis": {"data": "eyJhIjoxfQ==", "partitionKey": "p"}});
+        assert_eq!(data.bytes(&record).unwrap().as_ref(), br#"{"a":1}"#);
+        data.set(&mut record, b"hi");
+        assert_eq!(record, json!({"kinesis": {"data": "aGk=", "partitionKey": "p"}}));
+        assert!(data.bytes(&json!({"data": "aGk="})).is_none(), "only inside its parent");
     }
 }
