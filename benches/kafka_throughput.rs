@@ -19,10 +19,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const PARTITIONS: i32 = 4;
 
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args().skip_while(|a| a != name).nth(1).and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
 async fn prefill(brokers: &str, topic: &str, records: usize) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin");
@@ -75,7 +71,7 @@ async fn bare_consumer(brokers: &str, topic: &str, records: usize) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let records = arg("--records", 50_000);
+    let records = support::arg("--records", 50_000);
     let brokers = std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let topic = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let prefill_started = Instant::now();
@@ -91,20 +87,15 @@ async fn main() {
         uuid::Uuid::new_v4().simple()
     );
     let run = support::run_until(&config, &count, records).await;
-    let (through, delivered, rss) = (run.elapsed, run.delivered, run.peak_rss_mb);
-
-    let bare_rate = records as f64 / bare.as_secs_f64();
-    let sy_rate = delivered as f64 / through.as_secs_f64();
-    println!("\n## Kafka throughput ({records} records of 200 B, {PARTITIONS} partitions, batch 100)\n");
-    println!("| run | records/s | seconds |");
-    println!("|---|---|---|");
-    println!("| bare rdkafka consumer | {bare_rate:.0} | {:.2} |", bare.as_secs_f64());
-    println!(
-        "| Switchyard → HTTP function (includes start-up and group join) | {sy_rate:.0} | {:.2} |",
-        through.as_secs_f64()
-    );
-    println!();
-    println!("- ratio: {:.2} of the bare consumer (goal: at least 0.5)", sy_rate / bare_rate);
-    println!("- delivered {delivered} of {records}");
-    println!("- Switchyard peak RSS: {rss:.1} MB");
+    support::Report {
+        title: format!("Kafka throughput ({records} records of 200 B, {PARTITIONS} partitions, batch 100)"),
+        unit: "records",
+        total: records,
+        bare_label: "bare rdkafka consumer",
+        bare,
+        switchyard_label: "Switchyard → HTTP function (includes start-up and group join)",
+        run,
+        goal: 0.5,
+    }
+    .print();
 }

@@ -21,10 +21,6 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 const PREFETCH: u16 = 100;
 
-fn arg(name: &str, default: usize) -> usize {
-    std::env::args().skip_while(|a| a != name).nth(1).and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
 fn short(s: &str) -> ShortString {
     ShortString::try_new(s).expect("short string")
 }
@@ -86,7 +82,7 @@ async fn bare_consumer(url: &str, queue: &str, messages: usize) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let messages = arg("--messages", 20_000);
+    let messages = support::arg("--messages", 20_000);
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let bare_queue = format!("bench-bare-{}", uuid::Uuid::new_v4().simple());
     let sy_queue = format!("bench-sy-{}", uuid::Uuid::new_v4().simple());
@@ -101,21 +97,19 @@ async fn main() {
         "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      rabbitmq:\n        url: \"{url}\"\n        queue: {sy_queue}\n        prefetch: {PREFETCH}\n    batch: {{ size: 100, window: 100ms }}\n    function: f\n"
     );
     let run = support::run_until(&config, &count, messages).await;
-    let (through, delivered, rss) = (run.elapsed, run.delivered, run.peak_rss_mb);
     let (_c, ch) = channel(&url).await;
     for q in [&bare_queue, &sy_queue] {
         let _ = ch.queue_delete(short(q), QueueDeleteOptions::default()).await;
     }
-
-    let bare_rate = messages as f64 / bare.as_secs_f64();
-    let sy_rate = delivered as f64 / through.as_secs_f64();
-    println!("\n## RabbitMQ throughput ({messages} messages of 200 B, prefetch {PREFETCH}, batch 100)\n");
-    println!("| run | messages/s | seconds |");
-    println!("|---|---|---|");
-    println!("| bare lapin consumer (multiple-ack every 50) | {bare_rate:.0} | {:.2} |", bare.as_secs_f64());
-    println!("| Switchyard → HTTP function (includes start-up) | {sy_rate:.0} | {:.2} |", through.as_secs_f64());
-    println!();
-    println!("- ratio: {:.2} of the bare consumer (goal: at least 0.7)", sy_rate / bare_rate);
-    println!("- delivered {delivered} of {messages}");
-    println!("- Switchyard peak RSS: {rss:.1} MB");
+    support::Report {
+        title: format!("RabbitMQ throughput ({messages} messages of 200 B, prefetch {PREFETCH}, batch 100)"),
+        unit: "messages",
+        total: messages,
+        bare_label: "bare lapin consumer (multiple-ack every 50)",
+        bare,
+        switchyard_label: "Switchyard → HTTP function (includes start-up)",
+        run,
+        goal: 0.7,
+    }
+    .print();
 }

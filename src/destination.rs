@@ -44,6 +44,10 @@ pub fn target(config: &DestinationConfig, client: &reqwest::Client) -> anyhow::R
         }
         #[cfg(feature = "sqs")]
         DestinationConfig::Sqs(sqs) => Target::Send(Box::new(switchyard_sqs::SqsDestination::new(sqs)?)),
+        #[cfg(feature = "kinesis")]
+        DestinationConfig::Kinesis(kinesis) => {
+            Target::Send(Box::new(switchyard_kinesis::KinesisDestination::new(kinesis)?))
+        }
         #[cfg(feature = "mqtt")]
         DestinationConfig::Mqtt(mqtt) => Target::Send(Box::new(switchyard_mqtt::MqttDestination::new(mqtt)?)),
         #[cfg(feature = "nats")]

@@ -97,13 +97,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         functions.insert(name.clone(), Arc::new(Function::new(name, fc, client.clone())?));
     }
     let function_list: Vec<Arc<Function>> = functions.values().cloned().collect();
+    let checkpoints = store.clone();
     let queue = Arc::new(AsyncQueue::new(store, config.state.max_queued_events.get(), &function_list).await?);
 
     // Supervised function processes live until everything else has stopped.
     let processes_stop = CancellationToken::new();
     let processes = TaskTracker::new();
     let supervised = start_processes(&config, &functions, &processes, &processes_stop);
-    let mappings = build_mappings(&config, &functions, &client)?;
+    let mappings = build_mappings(&config, &functions, &client, &checkpoints)?;
     let mapping_count = mappings.info.len();
 
     let app = Arc::new(AppState::new(functions.clone(), mappings.webhooks, queue.clone(), mappings.info, metrics));
@@ -227,13 +228,14 @@ async fn wait_for_functions(supervised: &[Arc<Function>], stop: &CancellationTok
 }
 
 #[cfg_attr(
-    not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs", feature = "mqtt")),
+    not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs", feature = "kinesis", feature = "mqtt")),
     allow(unused_variables)
 )]
 fn build_mappings(
     config: &Config,
     functions: &HashMap<String, Arc<Function>>,
     client: &reqwest::Client,
+    store: &Store,
 ) -> anyhow::Result<Mappings> {
     let mut out = Mappings { webhooks: HashMap::new(), info: Vec::new(), sources: Vec::new() };
     for mapping in &config.mappings {
@@ -297,6 +299,25 @@ fn build_mappings(
                     Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
                 )
             }
+            #[cfg(feature = "kinesis")]
+            SourceConfig::Kinesis(kinesis) => {
+                // Shard checkpoints live in the embedded state, with the async queue.
+                let checkpoints = Arc::new(crate::queue::checkpoints::StoredCheckpoints::new(store.clone()));
+                let source = switchyard_kinesis::KinesisSource::new(kinesis, checkpoints)
+                    .with_context(|| format!("mapping {}", mapping.name))?;
+                use switchyard_kinesis::StartingPosition;
+                let starting_position = match kinesis.starting_position {
+                    StartingPosition::TrimHorizon => "trim_horizon".to_string(),
+                    StartingPosition::Latest => "latest".to_string(),
+                    StartingPosition::AtTimestamp(at) => at.to_rfc3339(),
+                };
+                let detail = json!({ "stream": source.stream_name(), "starting_position": starting_position });
+                (
+                    "kinesis",
+                    detail,
+                    Some((Box::new(source) as Box<dyn switchyard_sdk::Source>, polled(mapping, client, shaper)?)),
+                )
+            }
             #[cfg(feature = "mqtt")]
             SourceConfig::Mqtt(mqtt) => {
                 let batch = mapping.batch().size.get();
@@ -350,7 +371,14 @@ fn build_mappings(
 
 /// The delivery settings of a polled mapping.
 #[cfg_attr(
-    not(any(feature = "kafka", feature = "rabbitmq", feature = "sqs", feature = "mqtt", feature = "nats")),
+    not(any(
+        feature = "kafka",
+        feature = "rabbitmq",
+        feature = "sqs",
+        feature = "kinesis",
+        feature = "mqtt",
+        feature = "nats"
+    )),
     allow(dead_code)
 )]
 fn polled(

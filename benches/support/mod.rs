@@ -21,17 +21,19 @@ pub fn peak_rss_mb(pid: u32) -> f64 {
 }
 
 /// A trivial function that counts the records of each event it gets: the
-/// lists inside the object under `field` (`records` for Kafka,
-/// `rmqMessagesByQueue` for RabbitMQ).
+/// list under `field` (`records` for NATS and MQTT), or the lists inside the
+/// object under it (`records` for Kafka, `rmqMessagesByQueue` for RabbitMQ).
 pub async fn counting_function(field: &'static str, count: Arc<AtomicUsize>) -> SocketAddr {
     let app = axum::Router::new().fallback(move |body: Bytes| {
         let count = count.clone();
         async move {
             let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let n: usize = event[field]
-                .as_object()
-                .map(|m| m.values().map(|l| l.as_array().map_or(0, Vec::len)).sum())
-                .unwrap_or(0);
+            let n: usize = match &event[field] {
+                serde_json::Value::Array(list) => list.len(),
+                serde_json::Value::Object(m) => m.values().map(|l| l.as_array().map_or(0, Vec::len)).sum(),
+                // A batch of one MQTT message is the payload itself.
+                _ => usize::from(event.is_object()),
+            };
             count.fetch_add(n, Ordering::Relaxed);
             "{}"
         }
@@ -78,4 +80,39 @@ pub async fn run_until(config: &str, count: &AtomicUsize, expected: usize) -> Ru
     }
     let _ = child.wait();
     run
+}
+
+/// The number after `name` on the command line (`-- --messages 20000`).
+pub fn arg(name: &str, default: usize) -> usize {
+    std::env::args().skip_while(|a| a != name).nth(1).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// One throughput comparison, as docs/benchmarks.md quotes it.
+pub struct Report<'a> {
+    pub title: String,
+    /// "messages", "records".
+    pub unit: &'a str,
+    pub total: usize,
+    pub bare_label: &'a str,
+    pub bare: Duration,
+    pub switchyard_label: &'a str,
+    pub run: Run,
+    pub goal: f64,
+}
+
+impl Report<'_> {
+    pub fn print(&self) {
+        let unit = self.unit;
+        let bare_rate = self.total as f64 / self.bare.as_secs_f64();
+        let sy_rate = self.run.delivered as f64 / self.run.elapsed.as_secs_f64();
+        println!("\n## {}\n", self.title);
+        println!("| run | {unit}/s | seconds |");
+        println!("|---|---|---|");
+        println!("| {} | {bare_rate:.0} | {:.2} |", self.bare_label, self.bare.as_secs_f64());
+        println!("| {} | {sy_rate:.0} | {:.2} |", self.switchyard_label, self.run.elapsed.as_secs_f64());
+        println!();
+        println!("- ratio: {:.2} of the bare client (goal: at least {})", sy_rate / bare_rate, self.goal);
+        println!("- delivered {} of {}", self.run.delivered, self.total);
+        println!("- Switchyard peak RSS: {:.1} MB", self.run.peak_rss_mb);
+    }
 }

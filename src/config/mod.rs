@@ -18,6 +18,8 @@ pub use switchyard_amqp::{RabbitMqDestinationConfig, RabbitMqSourceConfig};
 pub use switchyard_http::HttpDestinationConfig;
 #[cfg(feature = "kafka")]
 pub use switchyard_kafka::{KafkaDestinationConfig, KafkaSourceConfig};
+#[cfg(feature = "kinesis")]
+pub use switchyard_kinesis::{KinesisDestinationConfig, KinesisSourceConfig};
 #[cfg(feature = "mqtt")]
 pub use switchyard_mqtt::{MqttDestinationConfig, MqttSourceConfig};
 #[cfg(feature = "nats")]
@@ -207,6 +209,9 @@ pub enum DestinationConfig {
     /// An SQS queue (SendMessageBatch; FIFO group and deduplication ids).
     #[cfg(feature = "sqs")]
     Sqs(SqsDestinationConfig),
+    /// A Kinesis data stream (PutRecords, only failed entries sent again).
+    #[cfg(feature = "kinesis")]
+    Kinesis(KinesisDestinationConfig),
     /// An MQTT topic (QoS 1, each publish acknowledged).
     #[cfg(feature = "mqtt")]
     Mqtt(MqttDestinationConfig),
@@ -434,6 +439,8 @@ pub enum SourceConfig {
     Rabbitmq(RabbitMqSourceConfig),
     #[cfg(feature = "sqs")]
     Sqs(SqsSourceConfig),
+    #[cfg(feature = "kinesis")]
+    Kinesis(KinesisSourceConfig),
     #[cfg(feature = "mqtt")]
     Mqtt(MqttSourceConfig),
     #[cfg(feature = "nats")]
@@ -453,6 +460,8 @@ impl SourceConfig {
             SourceConfig::Rabbitmq(_) => "rabbitmq",
             #[cfg(feature = "sqs")]
             SourceConfig::Sqs(_) => "sqs",
+            #[cfg(feature = "kinesis")]
+            SourceConfig::Kinesis(_) => "kinesis",
             #[cfg(feature = "mqtt")]
             SourceConfig::Mqtt(_) => "mqtt",
             #[cfg(feature = "nats")]
@@ -473,6 +482,8 @@ impl SourceConfig {
             SourceConfig::Rabbitmq(_) => true,
             #[cfg(feature = "sqs")]
             SourceConfig::Sqs(_) => true,
+            #[cfg(feature = "kinesis")]
+            SourceConfig::Kinesis(_) => true,
             #[cfg(feature = "mqtt")]
             SourceConfig::Mqtt(_) => true,
             #[cfg(feature = "nats")]
@@ -507,6 +518,9 @@ impl SourceConfig {
             // Lambda's defaults for SQS event source mappings.
             #[cfg(feature = "sqs")]
             SourceConfig::Sqs(_) => (10, 0),
+            // Lambda's defaults for Kinesis event source mappings.
+            #[cfg(feature = "kinesis")]
+            SourceConfig::Kinesis(_) => (100, 0),
             #[cfg(feature = "nats")]
             SourceConfig::Nats(_) => (100, 500),
             _ => (1, 0),

@@ -79,6 +79,17 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
                     ));
                 }
             }
+            #[cfg(feature = "kinesis")]
+            SourceConfig::Kinesis(kinesis) => {
+                let checkpoints = std::sync::Arc::new(switchyard_kinesis::MemoryCheckpoints::new());
+                switchyard_kinesis::KinesisSource::new(kinesis, checkpoints)
+                    .map_err(|e| (format!("{at}.source.kinesis"), e.to_string()))?;
+                if let Some(batch) = &mapping.batch
+                    && batch.size.get() > 10_000
+                {
+                    return Err((format!("{at}.batch.size"), "expected 1 to 10000 Kinesis records".into()));
+                }
+            }
             #[cfg(feature = "mqtt")]
             SourceConfig::Mqtt(mqtt) => {
                 switchyard_mqtt::MqttSource::new(mqtt).map_err(|e| (format!("{at}.source.mqtt"), e.to_string()))?;
@@ -112,7 +123,7 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
             return Err((
                 format!("{at}.{key}"),
                 format!(
-                    "only for polled sources (kafka, rabbitmq, sqs, mqtt, nats); a {} mapping uses functions.{}.async instead",
+                    "only for polled sources (kafka, rabbitmq, sqs, kinesis, mqtt, nats); a {} mapping uses functions.{}.async instead",
                     mapping.source.kind(),
                     mapping.function
                 ),

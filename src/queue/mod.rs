@@ -7,6 +7,8 @@
 //! records where it went (deleted after success or after its destination
 //! confirmed; moved to `dead_letters`; replaced by the event it forwards to).
 
+#[cfg(feature = "kinesis")]
+pub mod checkpoints;
 mod dispatch;
 pub mod record;
 pub mod store;

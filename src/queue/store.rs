@@ -157,6 +157,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     record BLOB
 );
 CREATE INDEX IF NOT EXISTS dead_letters_function ON dead_letters (function, id);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    mapping TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    position TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (mapping, scope)
+);
 ";
 
 const EVENT_COLUMNS: &str = "id, request_id, function, source, payload, enqueued_at, due_at, attempts, invokes, \
@@ -352,6 +359,34 @@ impl Store {
     }
 
     /// Per function: queued events and the oldest `enqueued_at`.
+    /// Where a mapping's ordered scope (a Kinesis shard) was read up to.
+    pub async fn checkpoint(&self, mapping: &str, scope: &str) -> Result<Option<String>, StoreError> {
+        let (mapping, scope) = (mapping.to_string(), scope.to_string());
+        self.call_one(move |c| {
+            c.query_row(
+                "SELECT position FROM checkpoints WHERE mapping = ?1 AND scope = ?2",
+                params![mapping, scope],
+                |row| row.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    /// Records a scope's checkpoint; resolves once it is durable.
+    pub async fn save_checkpoint(&self, mapping: &str, scope: &str, position: &str) -> Result<(), StoreError> {
+        let (mapping, scope, position) = (mapping.to_string(), scope.to_string(), position.to_string());
+        self.call_one(move |c| {
+            c.execute(
+                "INSERT INTO checkpoints (mapping, scope, position, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (mapping, scope) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                params![mapping, scope, position, now_ms()],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     pub async fn depths(&self) -> Result<Vec<(String, u64, i64)>, StoreError> {
         self.call(|c| {
             let mut stmt =

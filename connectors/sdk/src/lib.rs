@@ -16,6 +16,7 @@
 mod ack;
 mod backoff;
 mod checkpoint;
+mod chunk;
 mod error;
 mod payload;
 mod record;
@@ -24,6 +25,7 @@ mod source;
 pub use ack::{Ack, Outcome};
 pub use backoff::Backoff;
 pub use checkpoint::OffsetTracker;
+pub use chunk::chunks;
 pub use error::ConnectorError;
 pub use payload::{Encoding, PayloadField, payload_value};
 pub use record::{Batch, Envelope, Record, RecordsEnvelope, SingleEnvelope};

@@ -1,15 +1,10 @@
-//! The SDK client: credentials and region from the standard AWS chain, the
-//! configured overrides, and an HTTPS client on rustls with ring.
+//! The SDK client: the shared AWS settings (switchyard-aws), and the queue
+//! URL's own server when it is not AWS's.
 
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::Client;
-use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use switchyard_aws::ClientSettings;
 
-use crate::config::{ClientSettings, QueueUrl, is_aws_host};
-
-/// The region when neither the config, the queue URL nor the AWS chain names
-/// one: SQS-compatible servers accept any region, and signing needs one.
-const FALLBACK_REGION: &str = "us-east-1";
+use crate::config::{QueueUrl, is_aws_host};
 
 /// A connected client: where it sends requests, and as what region.
 pub(crate) struct Connected {
@@ -30,28 +25,12 @@ impl Connected {
     }
 }
 
-/// A client for `queue`.
+/// A client for `queue`: the region is `region` when set, else the one in
+/// an AWS queue URL's host (a queue URL on AWS only works with it), else the
+/// chain's, else us-east-1.
 pub(crate) async fn connect(settings: &ClientSettings, queue: &QueueUrl) -> Connected {
-    let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
-    // A queue URL on AWS only works with the region in its host name, so
-    // that wins over the environment.
-    if let Some(region) = settings.region.as_ref().or(queue.region.as_ref()) {
-        loader = loader.region(Region::new(region.clone()));
-    }
-    if let Some(endpoint) = &settings.endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-    }
-    let shared = loader.load().await;
+    let (shared, region) = settings.load(queue.region.as_deref()).await;
     let mut builder = aws_sdk_sqs::config::Builder::from(&shared);
-    let region = match shared.region() {
-        Some(region) => region.to_string(),
-        None => {
-            tracing::debug!(queue = %queue.url, "no AWS region configured; signing for {FALLBACK_REGION}");
-            builder = builder.region(Region::new(FALLBACK_REGION));
-            FALLBACK_REGION.to_string()
-        }
-    };
     // Without an endpoint from the config or the environment (AWS_ENDPOINT_URL),
     // the SDK would send requests for a moto or LocalStack queue to AWS.
     let mut endpoint = shared.endpoint_url().map(str::to_string);
@@ -66,6 +45,8 @@ pub(crate) async fn connect(settings: &ClientSettings, queue: &QueueUrl) -> Conn
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_sqs::config::BehaviorVersion;
+
     use super::*;
 
     fn connected(endpoint: Option<&str>) -> Connected {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_aws::ClientSettings;
 use switchyard_sdk::ConnectorError;
 
 /// Pollers when `max_concurrency` is left out: Lambda starts polling a queue
@@ -92,13 +93,6 @@ pub(crate) struct DestinationSettings {
     pub(crate) message_group_id: Option<String>,
 }
 
-/// Where and as whom the SDK client talks.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ClientSettings {
-    pub(crate) endpoint_url: Option<String>,
-    pub(crate) region: Option<String>,
-}
-
 impl SqsSourceConfig {
     /// Checks what serde cannot, naming the key at fault.
     pub(crate) fn validate(&self) -> Result<SourceSettings, ConnectorError> {
@@ -158,28 +152,6 @@ impl SqsDestinationConfig {
             None => None,
         };
         Ok(DestinationSettings { queue, client, message_group_id })
-    }
-}
-
-impl ClientSettings {
-    fn parse(endpoint_url: Option<&str>, region: Option<&str>) -> Result<Self, ConnectorError> {
-        let endpoint_url = endpoint_url.map(str::trim).filter(|e| !e.is_empty());
-        if let Some(endpoint) = endpoint_url {
-            let parsed = url::Url::parse(endpoint)
-                .map_err(|e| ConnectorError::Config(format!("endpoint_url: expected http(s)://host[:port]: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-                return Err(ConnectorError::Config(format!(
-                    "endpoint_url: expected http(s)://host[:port], got {endpoint:?}"
-                )));
-            }
-        }
-        let region = region.map(str::trim).filter(|r| !r.is_empty());
-        if let Some(region) = region
-            && !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(ConnectorError::Config(format!("region: expected a name like us-east-1, got {region:?}")));
-        }
-        Ok(Self { endpoint_url: endpoint_url.map(str::to_string), region: region.map(str::to_string) })
     }
 }
 

@@ -2,7 +2,6 @@
 //! succeeds only once SQS took every one.
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +9,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use switchyard_aws::{RETRY_WAITS, Target, send_entries};
 use switchyard_sdk::{ConnectorError, Destination};
 use tokio::sync::OnceCell;
 
@@ -22,14 +22,8 @@ use crate::source::Failed;
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Entries of one SendMessageBatch call at most.
 const MAX_ENTRIES: usize = 10;
-/// Waits before sending the entries SQS failed again; one try more than
-/// there are waits.
-const RETRY_WAITS: [Duration; 3] =
-    [Duration::from_millis(100), Duration::from_millis(400), Duration::from_millis(1600)];
 /// How long one SendMessageBatch call may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Failed entries named in an error at most.
-const NAMED_FAILURES: usize = 3;
 
 pub struct SqsDestination {
     settings: DestinationSettings,
@@ -122,81 +116,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Splits `sizes` into runs of at most ten entries and `MAX_MESSAGE_BYTES`
-/// in total, in order; returns each run's indexes.
+/// Runs of entries one call takes, in order.
 fn chunks(sizes: &[usize]) -> Vec<Vec<usize>> {
-    let mut chunks: Vec<Vec<usize>> = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for (index, &size) in sizes.iter().enumerate() {
-        if !current.is_empty() && (current.len() == MAX_ENTRIES || bytes + size > MAX_MESSAGE_BYTES) {
-            chunks.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        current.push(index);
-        bytes += size;
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
-/// Sends `indexes` with `call`, then again only those that failed on SQS's
-/// side, after each of `waits`. Fails when the call fails, when SQS refused
-/// an entry (its fault is the sender's: sending it again cannot help), or
-/// when entries still fail after the last try.
-async fn send_with_retries<F, Fut>(
-    queue_url: &str,
-    indexes: Vec<usize>,
-    waits: &[Duration],
-    mut call: F,
-) -> Result<(), ConnectorError>
-where
-    F: FnMut(Vec<usize>) -> Fut,
-    Fut: Future<Output = Result<Vec<Failed>, ConnectorError>>,
-{
-    let total = indexes.len();
-    let mut remaining = indexes;
-    let mut refused: Vec<Failed> = Vec::new();
-    let mut unsent: Vec<Failed> = Vec::new();
-    for attempt in 0..=waits.len() {
-        if attempt > 0 {
-            tokio::time::sleep(waits[attempt - 1]).await;
-        }
-        let failed = call(remaining.clone()).await?;
-        unsent.clear();
-        for failure in failed.into_iter().filter(|f| remaining.contains(&f.index)) {
-            if failure.sender_fault { refused.push(failure) } else { unsent.push(failure) }
-        }
-        remaining = unsent.iter().map(|f| f.index).collect();
-        if remaining.is_empty() {
-            break;
-        }
-        tracing::debug!(
-            queue = queue_url,
-            failed = remaining.len(),
-            attempt,
-            "SQS failed some entries; sending them again"
-        );
-    }
-    if refused.is_empty() && unsent.is_empty() {
-        return Ok(());
-    }
-    let failures: Vec<&Failed> = refused.iter().chain(&unsent).collect();
-    let named: Vec<String> = failures
-        .iter()
-        .take(NAMED_FAILURES)
-        .map(|f| format!("record {}: {}: {}", f.index, f.code, f.message))
-        .collect();
-    let more = failures.len().saturating_sub(NAMED_FAILURES);
-    let more = if more > 0 { format!(" (and {more} more)") } else { String::new() };
-    let text = format!(
-        "SQS did not take {} of {total} messages for queue {queue_url}: {}{more}",
-        failures.len(),
-        named.join("; ")
-    );
-    Err(if refused.is_empty() { ConnectorError::Unavailable(text) } else { ConnectorError::Refused(text) })
+    switchyard_sdk::chunks(sizes, MAX_ENTRIES, MAX_MESSAGE_BYTES)
 }
 
 /// Checks every record before anything is sent: SQS takes text only, of at
@@ -235,10 +157,15 @@ impl Destination for SqsDestination {
         let bodies = bodies(records, queue_url)?;
         let sizes: Vec<usize> = bodies.iter().map(|b| b.len()).collect();
         for chunk in chunks(&sizes) {
-            send_with_retries(queue_url, chunk, &RETRY_WAITS, |indexes| {
-                let bodies = &bodies;
-                async move { self.send_batch(bodies, &indexes).await }
-            })
+            send_entries(
+                Target { service: "SQS", unit: "messages", name: &format!("queue {queue_url}") },
+                chunk,
+                &RETRY_WAITS,
+                |indexes| {
+                    let bodies = &bodies;
+                    async move { self.send_batch(bodies, &indexes).await }
+                },
+            )
             .await?;
         }
         Ok(())
@@ -247,13 +174,7 @@ impl Destination for SqsDestination {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
-
-    fn failed(index: usize, sender_fault: bool) -> Failed {
-        Failed { index, sender_fault, code: "InternalError".into(), message: "try again".into() }
-    }
 
     #[test]
     fn chunks_hold_ten_entries_or_256_kib() {
@@ -261,62 +182,6 @@ mod tests {
         let half = MAX_MESSAGE_BYTES / 2;
         assert_eq!(chunks(&[half, half, 1, MAX_MESSAGE_BYTES, 5]), [vec![0, 1], vec![2], vec![3], vec![4]]);
         assert!(chunks(&[]).is_empty());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn only_failed_entries_are_sent_again() {
-        let calls = Mutex::new(Vec::new());
-        let result = send_with_retries("q", (0..5).collect(), &RETRY_WAITS, |indexes: Vec<usize>| {
-            calls.lock().expect("not poisoned").push(indexes.clone());
-            let attempt = calls.lock().expect("not poisoned").len();
-            async move {
-                // 1 and 3 fail once, 3 fails twice.
-                Ok(match attempt {
-                    1 => vec![failed(1, false), failed(3, false)],
-                    2 => vec![failed(3, false)],
-                    _ => vec![],
-                })
-            }
-        })
-        .await;
-        assert!(result.is_ok(), "{result:?}");
-        assert_eq!(*calls.lock().expect("not poisoned"), [vec![0, 1, 2, 3, 4], vec![1, 3], vec![3]]);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn entries_failing_every_try_fail_the_send() {
-        let mut tries = 0;
-        let result = send_with_retries("q", vec![0, 1], &RETRY_WAITS, |_| {
-            tries += 1;
-            async { Ok(vec![failed(1, false)]) }
-        })
-        .await;
-        assert_eq!(tries, RETRY_WAITS.len() + 1);
-        let error = result.expect_err("entry 1 never made it");
-        assert!(error.is_retriable(), "{error:?}");
-        assert!(error.to_string().contains("did not take 1 of 2 messages for queue q: record 1: InternalError"));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refused_entries_are_not_sent_again() {
-        let calls = Mutex::new(Vec::new());
-        let result = send_with_retries("q", vec![0, 1, 2], &RETRY_WAITS, |indexes: Vec<usize>| {
-            calls.lock().expect("not poisoned").push(indexes);
-            async { Ok(vec![failed(0, true)]) }
-        })
-        .await;
-        let error = result.expect_err("entry 0 was refused");
-        assert!(matches!(error, ConnectorError::Refused(_)), "{error:?}");
-        assert_eq!(calls.lock().expect("not poisoned").len(), 1, "nothing retriable was left");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_call_fails_the_send() {
-        let result = send_with_retries("q", vec![0], &RETRY_WAITS, |_| async {
-            Err(ConnectorError::Connection("unreachable".into()))
-        })
-        .await;
-        assert!(matches!(result, Err(ConnectorError::Connection(_))), "{result:?}");
     }
 
     #[test]

@@ -280,14 +280,7 @@ fn retry_delay_secs(base: Duration, receive_count: u32, visibility_seconds: i32)
 }
 
 /// One entry SQS did not accept in a batch call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Failed {
-    /// The entry's index in the call.
-    pub(crate) index: usize,
-    pub(crate) sender_fault: bool,
-    pub(crate) code: String,
-    pub(crate) message: String,
-}
+pub(crate) type Failed = switchyard_aws::FailedEntry;
 
 fn failed_entries(entries: &[aws_sdk_sqs::types::BatchResultErrorEntry]) -> Vec<Failed> {
     entries
