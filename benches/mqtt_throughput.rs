@@ -5,9 +5,10 @@
 //!
 //! Starts a Mosquitto of its own on a free port, so the broker's queue and
 //! in-flight limits are the benchmark's (`max_queued_messages 0`: keep every
-//! message queued for an absent session; `max_inflight_messages 100`, the same
-//! window for both clients).
-//! `cargo bench --bench mqtt_throughput` (optionally `-- --messages 20000`)
+//! message queued for an absent session; `max_inflight_messages`, the same
+//! window for both clients, 100 unless `--window N`).
+//! `cargo bench --bench mqtt_throughput` (optionally `-- --messages 20000
+//! --window 1000 --batch 100`; the batch is 50 unless set)
 
 mod support;
 
@@ -19,7 +20,6 @@ use std::time::{Duration, Instant};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 const TOPIC: &str = "bench/devices/telemetry";
-const INFLIGHT: u16 = 100;
 
 struct Broker {
     child: Child,
@@ -34,14 +34,14 @@ impl Drop for Broker {
     }
 }
 
-fn start_broker() -> Broker {
+fn start_broker(window: usize) -> Broker {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages {INFLIGHT}\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages {window}\n"
         ),
     )
     .unwrap();
@@ -62,7 +62,7 @@ fn start_broker() -> Broker {
 
 fn client(id: &str, port: u16) -> (AsyncClient, EventLoop) {
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
-    options.set_clean_session(false).set_keep_alive(Duration::from_secs(30)).set_inflight(INFLIGHT);
+    options.set_clean_session(false).set_keep_alive(Duration::from_secs(30)).set_inflight(100);
     AsyncClient::new(options, 1000)
 }
 
@@ -122,7 +122,9 @@ async fn bare_subscriber(port: u16, messages: usize) -> Duration {
 #[tokio::main]
 async fn main() {
     let messages = support::arg("--messages", 20_000);
-    let broker = start_broker();
+    let window = support::arg("--window", 100);
+    let batch = support::arg("--batch", 50);
+    let broker = start_broker(window);
     register_session("bench-bare", broker.port).await;
     register_session("switchyard-bench", broker.port).await;
     prefill(broker.port, messages).await;
@@ -132,13 +134,13 @@ async fn main() {
     let count = Arc::new(AtomicUsize::new(0));
     let function = support::counting_function("records", count.clone()).await;
     let config = format!(
-        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      mqtt: {{ url: \"mqtt://127.0.0.1:{port}\", topics: [\"{TOPIC}\"], qos: 1, client_id: switchyard-bench }}\n    batch: {{ size: 50, window: 100ms }}\n    function: f\n",
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      mqtt: {{ url: \"mqtt://127.0.0.1:{port}\", topics: [\"{TOPIC}\"], qos: 1, client_id: switchyard-bench, max_inflight: {window} }}\n    batch: {{ size: {batch}, window: 100ms }}\n    function: f\n",
         port = broker.port
     );
     let run = support::run_until(&config, &count, messages).await;
 
     support::Report {
-        title: format!("MQTT throughput ({messages} QoS 1 messages of 200 B, broker window {INFLIGHT}, batch 50)"),
+        title: format!("MQTT throughput ({messages} QoS 1 messages of 200 B, broker window {window}, batch {batch})"),
         unit: "messages",
         total: messages,
         bare_label: "bare rumqttc subscriber (QoS 1)",

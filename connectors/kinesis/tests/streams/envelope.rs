@@ -13,7 +13,7 @@ use crate::support::{REGION, moto, python, source, source_config, start};
 
 /// Validates `event` with Powertools' parser model, as a Python function
 /// using it would; returns what Python read back (sequence numbers and
-/// decoded data), or `None` when there is no such Python (skipped).
+/// decoded data).
 fn powertools_reads(event: &Value) -> Option<Value> {
     let python = python()?;
     let dir = tempfile::tempdir().expect("a temporary directory");

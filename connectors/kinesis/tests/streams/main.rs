@@ -4,8 +4,7 @@
 //! (`SWITCHYARD_TEST_KINESALITE_ENDPOINT`), which reshards as AWS does where
 //! moto does not. The event shape is also checked with aws-lambda-powertools'
 //! `KinesisDataStreamModel` (`SWITCHYARD_TEST_PYTHON`, default
-//! `target/test-venv/bin/python`). A missing server fails a test under
-//! `CI=true` and skips it otherwise.
+//! `target/test-venv/bin/python`). A missing server fails the test.
 
 mod checkpoints;
 mod conformance;

@@ -1,8 +1,8 @@
 //! Helpers for tests against real Kinesis API servers: moto
 //! (`SWITCHYARD_TEST_KINESIS_ENDPOINT`, default 127.0.0.1:4566) and, for
 //! resharding, kinesalite (`SWITCHYARD_TEST_KINESALITE_ENDPOINT`, default
-//! 127.0.0.1:4567). A server that cannot be reached fails the test when
-//! `CI=true`, and skips it with a notice otherwise.
+//! 127.0.0.1:4567). A server that cannot be reached fails the test, saying
+//! how to start it; it is never skipped (scripts/test starts both).
 
 #![allow(dead_code)]
 
@@ -49,17 +49,13 @@ fn environment() {
     });
 }
 
-/// A missing server or tool fails the test under CI and skips it elsewhere,
-/// saying how to provide it.
+/// A missing server or tool fails the test, saying how to provide it
+/// (scripts/test installs and starts them all); it is never skipped.
 pub fn require<T>(found: Option<T>, what: &str, how: &str) -> Option<T> {
-    if found.is_some() {
-        return found;
+    if found.is_none() {
+        panic!("{what}: {how} (scripts/test does this)");
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{what} (CI=true, so this fails instead of skipping): {how}");
-    }
-    eprintln!("SKIPPED: {what}: {how}");
-    None
+    found
 }
 
 fn reachable(endpoint: &str, variable: &str) -> bool {
@@ -82,7 +78,7 @@ fn server(variable: &str, default: &str, what: &str, how: &str) -> Option<Kinesi
     Some(Kinesis::new(endpoint))
 }
 
-/// moto, or `None` (skip) when it is not running and this is not CI.
+/// moto; the test fails when it is not running.
 pub fn moto() -> Option<Kinesis> {
     server(
         "SWITCHYARD_TEST_KINESIS_ENDPOINT",
@@ -92,7 +88,7 @@ pub fn moto() -> Option<Kinesis> {
     )
 }
 
-/// kinesalite, or `None` (skip) when it is not running and this is not CI.
+/// kinesalite; the test fails when it is not running.
 pub fn kinesalite() -> Option<Kinesis> {
     server(
         "SWITCHYARD_TEST_KINESALITE_ENDPOINT",
@@ -274,7 +270,7 @@ pub fn sequence_order(a: &str, b: &str) -> std::cmp::Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
-/// The Python with aws-lambda-powertools and pydantic, or `None` (skip).
+/// The Python with aws-lambda-powertools and pydantic; the test fails without it.
 pub fn python() -> Option<PathBuf> {
     let python = std::env::var_os("SWITCHYARD_TEST_PYTHON").filter(|p| !p.is_empty()).map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv/bin/python"),

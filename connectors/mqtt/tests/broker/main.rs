@@ -11,4 +11,3 @@ mod retry;
 mod session;
 mod shared;
 mod support;
-mod throughput;

@@ -8,4 +8,3 @@ mod record;
 mod settle;
 mod setup;
 mod support;
-mod throughput;
