@@ -303,8 +303,12 @@ fn build_mappings(
             SourceConfig::Kinesis(kinesis) => {
                 // Shard checkpoints live in the embedded state, with the async queue.
                 let checkpoints = Arc::new(crate::queue::checkpoints::StoredCheckpoints::new(store.clone()));
+                // Per shard: the batches `parallelization` keeps in flight and
+                // the next one, so memory follows the config, not the backlog.
+                let in_flight = (mapping.batch().size.get() * (mapping.parallelization.get() + 1)).max(100);
                 let source = switchyard_kinesis::KinesisSource::new(kinesis, checkpoints)
-                    .with_context(|| format!("mapping {}", mapping.name))?;
+                    .with_context(|| format!("mapping {}", mapping.name))?
+                    .with_max_in_flight(in_flight);
                 use switchyard_kinesis::StartingPosition;
                 let starting_position = match kinesis.starting_position {
                     StartingPosition::TrimHorizon => "trim_horizon".to_string(),
