@@ -110,8 +110,10 @@ impl Lane {
                 }
                 self.metrics.batch_size.record(batch.len() as f64);
                 let event = if self.settings.shaper.is_passthrough() {
+                    let mut out = Vec::with_capacity(batch.iter().map(|r| r.size * 2 + 256).sum());
                     let data: Vec<&Value> = batch.iter().map(|r| &r.data).collect();
-                    Shaped { payload: Bytes::from(self.envelope.event(&data).to_string()), headers: Vec::new() }
+                    self.envelope.write_event(&data, &mut out);
+                    Shaped { payload: Bytes::from(out), headers: Vec::new() }
                 } else {
                     let items: Vec<Item> =
                         batch.iter().map(|r| Item { id: &r.id, time: r.created_at, data: &r.data }).collect();

@@ -70,9 +70,18 @@ impl Format {
                     headers: vec![(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
                 }
             }
+            (Format::Lambda, items) => Shaped { payload: lambda_event(envelope, items), headers: Vec::new() },
             _ => Shaped { payload: Bytes::from(self.value(envelope, items).to_string()), headers: Vec::new() },
         }
     }
+}
+
+/// Lambda's event for the source, written straight from the records.
+fn lambda_event(envelope: &dyn Envelope, items: &[Item]) -> Bytes {
+    let data: Vec<&Value> = items.iter().map(|i| i.data).collect();
+    let mut out = Vec::with_capacity(256 * data.len());
+    envelope.write_event(&data, &mut out);
+    Bytes::from(out)
 }
 
 /// The record's main payload as patterns see it; the record itself when the
@@ -240,8 +249,8 @@ mod tests {
 
     struct Base64Value;
     impl Envelope for Base64Value {
-        fn event(&self, records: &[&Value]) -> Value {
-            json!({ "records": records })
+        fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+            switchyard_sdk::write_json(out, &json!({ "records": records }));
         }
         fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {
             const F: &[PayloadField] = &[PayloadField::base64("value")];

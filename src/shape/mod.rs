@@ -264,8 +264,8 @@ fn set_payload(envelope: &dyn Envelope, data: &mut Value, payload: Payload) {
 pub struct WebhookEnvelope;
 
 impl Envelope for WebhookEnvelope {
-    fn event(&self, records: &[&Value]) -> Value {
-        switchyard_sdk::SingleEnvelope.event(records)
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        switchyard_sdk::SingleEnvelope.write_event(records, out);
     }
 
     fn payload_fields(&self, record: &Value) -> &'static [PayloadField] {

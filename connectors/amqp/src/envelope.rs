@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::DateTime;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use serde_json::{Map, Number, Value, json};
-use switchyard_sdk::{Envelope, PayloadField};
+use serde_json::{Number, Value, json};
+use switchyard_sdk::{Envelope, PayloadField, write_json, write_str};
 
 /// The account and region of every ARN Switchyard makes up.
 const ARN_PREFIX: &str = "arn:aws:mq:us-east-1:000000000000:broker:switchyard";
@@ -123,17 +123,14 @@ impl RabbitMqEnvelope {
 
 impl Envelope for RabbitMqEnvelope {
     // A mapping reads one queue, so every record of a batch goes under one key.
-    fn event(&self, records: &[&Value]) -> Value {
-        let mut by_queue = Map::new();
-        by_queue.insert(
-            format!("{}::{}", self.queue, self.vhost),
-            Value::Array(records.iter().map(|r| (*r).clone()).collect()),
-        );
-        json!({
-            "eventSource": "aws:rmq",
-            "eventSourceArn": self.source_arn,
-            "rmqMessagesByQueue": by_queue,
-        })
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"eventSource":"aws:rmq","eventSourceArn":"#);
+        write_str(out, &self.source_arn);
+        out.extend_from_slice(br#","rmqMessagesByQueue":{"#);
+        write_str(out, &format!("{}::{}", self.queue, self.vhost));
+        out.push(b':');
+        write_json(out, records);
+        out.extend_from_slice(b"}}");
     }
 
     fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {

@@ -1,12 +1,14 @@
 //! Lambda's self-managed Kafka event: one record's JSON, the event around a
 //! batch, and how a function's partial-batch answers name records.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rdkafka::Message;
 use rdkafka::message::{Headers, Timestamp};
 use serde_json::{Map, Value, json};
-use switchyard_sdk::{Envelope, PayloadField};
+use switchyard_sdk::{Envelope, PayloadField, write_json, write_str};
 
 /// The record as Lambda delivers it in a self-managed Kafka event:
 /// `{"topic","partition","offset","timestamp","timestampType","key","value","headers"}`.
@@ -87,20 +89,17 @@ fn group_key(record: &Value) -> String {
 }
 
 impl Envelope for KafkaEnvelope {
-    fn event(&self, records: &[&Value]) -> Value {
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
         // Records keep their order inside each topic-partition.
-        let mut groups = Map::new();
+        let mut groups: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
         for record in records {
-            let group = groups.entry(group_key(record)).or_insert_with(|| Value::Array(Vec::new()));
-            if let Value::Array(list) = group {
-                list.push((*record).clone());
-            }
+            groups.entry(group_key(record)).or_default().push(record);
         }
-        json!({
-            "eventSource": "SelfManagedKafka",
-            "bootstrapServers": self.bootstrap_servers,
-            "records": groups,
-        })
+        out.extend_from_slice(br#"{"eventSource":"SelfManagedKafka","bootstrapServers":"#);
+        write_str(out, &self.bootstrap_servers);
+        out.extend_from_slice(br#","records":"#);
+        write_json(out, &groups);
+        out.push(b'}');
     }
 
     fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {

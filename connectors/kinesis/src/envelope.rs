@@ -103,8 +103,8 @@ pub struct KinesisEnvelope;
 const DATA: PayloadField = PayloadField::base64("data").inside("kinesis");
 
 impl Envelope for KinesisEnvelope {
-    fn event(&self, records: &[&Value]) -> Value {
-        json!({ "Records": records })
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        switchyard_sdk::write_records(out, records);
     }
 
     fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {

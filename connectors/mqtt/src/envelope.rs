@@ -12,8 +12,9 @@ use std::time::SystemTime;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value, json};
-use switchyard_sdk::{Envelope, PayloadField};
+use serde::de::IgnoredAny;
+use serde_json::{Value, json};
+use switchyard_sdk::{Envelope, PayloadField, write_json, write_str};
 
 use crate::conn::Message;
 
@@ -96,42 +97,60 @@ fn payload(record: &Value) -> Option<Vec<u8>> {
     PayloadField::base64("data").bytes(record).map(|bytes| bytes.into_owned())
 }
 
-/// The message payload as the single-message event.
-fn payload_event(record: &Value) -> Value {
-    let Some(bytes) = payload(record) else {
-        return record.clone();
-    };
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(value) => value,
-        Err(_) => json!({ "data": STANDARD.encode(&bytes) }),
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<IgnoredAny>(bytes).is_ok()
+}
+
+/// The message payload as the single-message event: the JSON payload as it
+/// came, byte for byte, else `{"data": "<base64>"}`.
+fn write_payload_event(record: &Value, out: &mut Vec<u8>) {
+    match payload(record) {
+        Some(bytes) if is_json(&bytes) => out.extend_from_slice(&bytes),
+        Some(_) => {
+            out.extend_from_slice(br#"{"data":"#);
+            write_json(out, &record["data"]);
+            out.push(b'}');
+        }
+        None => write_json(out, record),
     }
 }
 
-/// One element of the batch's `records`.
-fn batch_record(record: &Value) -> Value {
+/// One element of the batch's `records`: the record with a JSON payload
+/// under `payload` as it came, else the record as it is.
+fn write_batch_record(record: &Value, out: &mut Vec<u8>) {
     let (Some(object), Some(bytes)) = (record.as_object(), payload(record)) else {
-        return record.clone();
+        return write_json(out, record);
     };
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(parsed) => {
-            let mut out: Map<String, Value> =
-                object.iter().filter(|(key, _)| key.as_str() != "data").map(|(k, v)| (k.clone(), v.clone())).collect();
-            out.insert("payload".into(), parsed);
-            Value::Object(out)
-        }
-        Err(_) => record.clone(),
+    if !is_json(&bytes) {
+        return write_json(out, record);
     }
+    out.push(b'{');
+    for (key, value) in object.iter().filter(|(key, _)| key.as_str() != "data") {
+        write_str(out, key);
+        out.push(b':');
+        write_json(out, value);
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""payload":"#);
+    out.extend_from_slice(&bytes);
+    out.push(b'}');
 }
 
 impl Envelope for MqttEnvelope {
-    fn event(&self, records: &[&Value]) -> Value {
-        match records {
-            [one] if self.single => payload_event(one),
-            many => json!({
-                "eventSource": EVENT_SOURCE,
-                "records": many.iter().map(|r| batch_record(r)).collect::<Vec<_>>(),
-            }),
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        if let ([one], true) = (records, self.single) {
+            return write_payload_event(one, out);
         }
+        out.extend_from_slice(br#"{"eventSource":"#);
+        write_str(out, EVENT_SOURCE);
+        out.extend_from_slice(br#","records":["#);
+        for (i, record) in records.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_batch_record(record, out);
+        }
+        out.extend_from_slice(b"]}");
     }
 
     fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use switchyard_sdk::{Envelope, PayloadField};
+use switchyard_sdk::{Envelope, PayloadField, write_json, write_str};
 
 /// What a JetStream delivery says about the message besides its subject,
 /// headers and payload (the `$JS.ACK` reply subject carries it).
@@ -103,13 +103,14 @@ impl NatsEnvelope {
 }
 
 impl Envelope for NatsEnvelope {
-    fn event(&self, records: &[&Value]) -> Value {
-        json!({
-            "eventSource": "switchyard:nats",
-            "stream": self.stream,
-            "consumer": self.consumer,
-            "records": records,
-        })
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"eventSource":"switchyard:nats","stream":"#);
+        write_str(out, &self.stream);
+        out.extend_from_slice(br#","consumer":"#);
+        write_str(out, &self.consumer);
+        out.extend_from_slice(br#","records":"#);
+        write_json(out, records);
+        out.push(b'}');
     }
 
     /// `NatsBatchInfo`: the sequence and time range the records span. The

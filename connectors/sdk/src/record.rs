@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{Ack, PayloadField};
 
@@ -49,7 +49,17 @@ impl Batch {
 /// How a source's records are wrapped into the event a function receives,
 /// and how the function's answers about them are read.
 pub trait Envelope: Send + Sync {
-    fn event(&self, records: &[&Value]) -> Value;
+    /// Writes the event for `records` to `out` as JSON. Records are written
+    /// as they are, never copied into an event tree first: this runs for
+    /// every batch of every source.
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>);
+
+    /// The event as a JSON value, for batch transforms and failure records.
+    fn event(&self, records: &[&Value]) -> Value {
+        let mut out = Vec::new();
+        self.write_event(records, &mut out);
+        serde_json::from_slice(&out).expect("an envelope writes valid JSON")
+    }
 
     /// Maps one `itemIdentifier` of a partial batch response
     /// (`{"batchItemFailures": [{"itemIdentifier": ...}]}`) to the [`Record::id`]
@@ -77,10 +87,10 @@ pub trait Envelope: Send + Sync {
 pub struct SingleEnvelope;
 
 impl Envelope for SingleEnvelope {
-    fn event(&self, records: &[&Value]) -> Value {
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
         match records {
-            [one] => (*one).clone(),
-            many => Value::Array(many.iter().map(|v| (*v).clone()).collect()),
+            [one] => write_json(out, one),
+            many => write_json(out, &many),
         }
     }
 }
@@ -89,7 +99,25 @@ impl Envelope for SingleEnvelope {
 pub struct RecordsEnvelope;
 
 impl Envelope for RecordsEnvelope {
-    fn event(&self, records: &[&Value]) -> Value {
-        json!({ "Records": records })
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        write_records(out, records);
     }
+}
+
+/// Writes `{"Records": [...]}`, the event of SQS, Kinesis and S3.
+pub fn write_records(out: &mut Vec<u8>, records: &[&Value]) {
+    out.extend_from_slice(b"{\"Records\":");
+    write_json(out, &records);
+    out.push(b'}');
+}
+
+/// Appends `value` as compact JSON.
+pub fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing to a Vec cannot fail, and these values have string keys only.
+    serde_json::to_writer(out, value).expect("JSON values serialize");
+}
+
+/// Appends `text` as a JSON string.
+pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    write_json(out, text);
 }

@@ -83,8 +83,8 @@ pub fn created_at(message: &Message) -> SystemTime {
 pub struct SqsEnvelope;
 
 impl Envelope for SqsEnvelope {
-    fn event(&self, records: &[&Value]) -> Value {
-        json!({ "Records": records })
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        switchyard_sdk::write_records(out, records);
     }
 
     fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {
