@@ -19,8 +19,6 @@ use lapin::options::{
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-const PREFETCH: u16 = 100;
-
 fn short(s: &str) -> ShortString {
     ShortString::try_new(s).expect("short string")
 }
@@ -56,15 +54,17 @@ async fn prefill(url: &str, queue: &str, messages: usize) {
     }
 }
 
-/// Reads `messages` with the same prefetch, acking every 50 with `multiple`.
-async fn bare_consumer(url: &str, queue: &str, messages: usize) -> Duration {
+/// Reads `messages` with the same prefetch, acking every half prefetch with
+/// `multiple`.
+async fn bare_consumer(url: &str, queue: &str, messages: usize, prefetch: u16) -> Duration {
     let (_c, ch) = channel(url).await;
-    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await.expect("qos");
+    ch.basic_qos(prefetch, BasicQosOptions::default()).await.expect("qos");
+    let ack_every = usize::from(prefetch / 2).max(1);
     let mut consumer = ch
         .basic_consume(short(queue), short("bare"), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .expect("consume");
-    let started = Instant::now();
+    let mut started = None;
     let mut n = 0;
     while n < messages {
         let delivery = tokio::time::timeout(Duration::from_secs(30), consumer.next())
@@ -72,29 +72,32 @@ async fn bare_consumer(url: &str, queue: &str, messages: usize) -> Duration {
             .expect("messages keep coming")
             .expect("stream open")
             .expect("delivery");
+        started.get_or_insert_with(Instant::now);
         n += 1;
-        if n % 50 == 0 || n == messages {
+        if n % ack_every == 0 || n == messages {
             delivery.acker.ack(BasicAckOptions { multiple: true }).await.expect("ack");
         }
     }
-    started.elapsed()
+    started.map_or(Duration::ZERO, |s| s.elapsed())
 }
 
 #[tokio::main]
 async fn main() {
     let messages = support::arg("--messages", 20_000);
+    let prefetch = support::arg("--prefetch", 200) as u16;
+    let batch = support::arg("--batch", 100);
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let bare_queue = format!("bench-bare-{}", uuid::Uuid::new_v4().simple());
     let sy_queue = format!("bench-sy-{}", uuid::Uuid::new_v4().simple());
     prefill(&url, &bare_queue, messages).await;
     prefill(&url, &sy_queue, messages).await;
 
-    let bare = bare_consumer(&url, &bare_queue, messages).await;
+    let bare = bare_consumer(&url, &bare_queue, messages, prefetch).await;
 
     let count = Arc::new(AtomicUsize::new(0));
     let function = support::counting_function("rmqMessagesByQueue", count.clone()).await;
     let config = format!(
-        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      rabbitmq:\n        url: \"{url}\"\n        queue: {sy_queue}\n        prefetch: {PREFETCH}\n    batch: {{ size: 100, window: 100ms }}\n    function: f\n"
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      rabbitmq:\n        url: \"{url}\"\n        queue: {sy_queue}\n        prefetch: {prefetch}\n    batch: {{ size: {batch}, window: 100ms }}\n    function: f\n"
     );
     let run = support::run_until(&config, &count, messages).await;
     let (_c, ch) = channel(&url).await;
@@ -102,12 +105,12 @@ async fn main() {
         let _ = ch.queue_delete(short(q), QueueDeleteOptions::default()).await;
     }
     support::Report {
-        title: format!("RabbitMQ throughput ({messages} messages of 200 B, prefetch {PREFETCH}, batch 100)"),
+        title: format!("RabbitMQ throughput ({messages} messages of 200 B, prefetch {prefetch}, batch {batch})"),
         unit: "messages",
         total: messages,
-        bare_label: "bare lapin consumer (multiple-ack every 50)",
+        bare_label: "bare lapin consumer (multiple-ack every half prefetch)",
         bare,
-        switchyard_label: "Switchyard → HTTP function (includes start-up)",
+        switchyard_label: "Switchyard → HTTP function (from the first records at the function)",
         run,
         goal: 0.7,
     }

@@ -140,6 +140,10 @@ CREATE TABLE IF NOT EXISTS async_events (
     last_attempt_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS async_events_due ON async_events (function, due_at);
+-- Covers the queue gauges (depth and oldest event per function): they scan
+-- this small index, never the events, which would hold the writer up for as
+-- long as the queue is deep.
+CREATE INDEX IF NOT EXISTS async_events_age ON async_events (function, enqueued_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,

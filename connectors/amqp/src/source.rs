@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
@@ -99,6 +101,56 @@ struct Session {
     consumer: Consumer,
     /// Delivery tags handed out on this channel and not settled yet.
     in_flight: HashSet<u64>,
+    /// Acks, nacks and rejects already queued on the channel, in order,
+    /// waiting for lapin to write them. Consuming goes on meanwhile: waiting
+    /// for each write before reading the next delivery would hold every batch
+    /// up by a round trip through lapin's I/O thread.
+    settling: FuturesUnordered<BoxFuture<'static, Result<(), String>>>,
+}
+
+impl Session {
+    /// Queues one settle frame on the channel now, so frames keep the order
+    /// of the calls, and leaves waiting for its write to `settling`.
+    fn issue(&mut self, settle: BoxFuture<'static, Result<(), String>>) -> Result<(), String> {
+        let mut settle = settle;
+        // The first poll queues the frame (lapin's methods are async fns).
+        match (&mut settle).now_or_never() {
+            Some(result) => result,
+            None => {
+                self.settling.push(settle);
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until every queued settle frame was written.
+    async fn flush(&mut self) -> Result<(), String> {
+        while let Some(result) = self.settling.next().await {
+            result?;
+        }
+        Ok(())
+    }
+}
+
+/// One settle method called on a channel.
+type SettleCall = Box<dyn FnOnce(Channel) -> BoxFuture<'static, lapin::Result<()>> + Send>;
+
+/// `call` on `channel`, bounded by [`SETTLE_TIMEOUT`], with errors described
+/// for the mapping's state.
+fn settled(
+    channel: Channel,
+    endpoint: Endpoint,
+    step: &'static str,
+    call: impl FnOnce(Channel) -> BoxFuture<'static, lapin::Result<()>> + Send + 'static,
+) -> BoxFuture<'static, Result<(), String>> {
+    async move {
+        match tokio::time::timeout(SETTLE_TIMEOUT, call(channel)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(describe(&e, Step::Other(step), &endpoint)),
+            Err(_) => Err(format!("{step} on {endpoint} took longer than {SETTLE_TIMEOUT:?}")),
+        }
+    }
+    .boxed()
 }
 
 /// Why consuming stopped.
@@ -203,7 +255,14 @@ impl Task<'_> {
             )
             .await
             .map_err(|e| describe(&e, Step::Queue(source.queue()), endpoint))?;
-        Ok(Session { epoch, connection, channel, consumer, in_flight: HashSet::new() })
+        Ok(Session {
+            epoch,
+            connection,
+            channel,
+            consumer,
+            in_flight: HashSet::new(),
+            settling: FuturesUnordered::new(),
+        })
     }
 
     /// Settles a group of outcomes: the delivered ones with a single
@@ -222,30 +281,17 @@ impl Task<'_> {
             }
         }
         if let Some(&highest) = delivered.iter().max() {
-            let channel = &session.channel;
             let covered = !session.in_flight.iter().any(|&open| open < highest);
-            let acked = if covered {
-                tokio::time::timeout(SETTLE_TIMEOUT, channel.basic_ack(highest, BasicAckOptions { multiple: true }))
-                    .await
-                    .map(|r| r.map_err(|e| vec![e]))
-            } else {
-                let acks = delivered.iter().map(|&t| channel.basic_ack(t, BasicAckOptions::default()));
-                tokio::time::timeout(SETTLE_TIMEOUT, futures::future::join_all(acks)).await.map(|results| {
-                    let errors: Vec<_> = results.into_iter().filter_map(Result::err).collect();
-                    if errors.is_empty() { Ok(()) } else { Err(errors) }
-                })
-            };
-            match acked {
-                Ok(Ok(())) => {}
-                Ok(Err(errors)) => {
-                    return Err(describe(&errors[0], Step::Other("acknowledge deliveries"), &self.source.endpoint));
-                }
-                Err(_) => {
-                    return Err(format!(
-                        "acknowledging deliveries on {} took longer than {SETTLE_TIMEOUT:?}",
-                        self.source.endpoint
-                    ));
-                }
+            let acks: Vec<(u64, bool)> =
+                if covered { vec![(highest, true)] } else { delivered.iter().map(|&tag| (tag, false)).collect() };
+            for (tag, multiple) in acks {
+                let settle = settled(
+                    session.channel.clone(),
+                    self.source.endpoint.clone(),
+                    "acknowledge deliveries",
+                    move |channel| async move { channel.basic_ack(tag, BasicAckOptions { multiple }).await }.boxed(),
+                );
+                session.issue(settle)?;
             }
         }
         for (tag, outcome) in others {
@@ -261,32 +307,25 @@ impl Task<'_> {
             tracing::debug!(mapping = %self.mapping, ?tag, "ignoring the ack of a delivery from an earlier connection");
             return Ok(());
         }
-        let channel = &session.channel;
         let delivery_tag = tag.delivery_tag;
-        let settled = match &outcome {
-            Outcome::Delivered => {
-                tokio::time::timeout(SETTLE_TIMEOUT, channel.basic_ack(delivery_tag, BasicAckOptions::default())).await
-            }
+        let settle: SettleCall = match &outcome {
+            Outcome::Delivered => Box::new(move |channel| {
+                async move { channel.basic_ack(delivery_tag, BasicAckOptions::default()).await }.boxed()
+            }),
             Outcome::Retry(reason) => {
                 tracing::debug!(mapping = %self.mapping, delivery_tag, %reason, "requeueing");
                 let requeue = BasicNackOptions { multiple: false, requeue: true };
-                tokio::time::timeout(SETTLE_TIMEOUT, channel.basic_nack(delivery_tag, requeue)).await
+                Box::new(move |channel| async move { channel.basic_nack(delivery_tag, requeue).await }.boxed())
             }
             Outcome::Reject(reason) => {
                 // Without requeue the broker hands the message to the queue's
                 // dead-letter exchange, or drops it when there is none.
                 tracing::debug!(mapping = %self.mapping, delivery_tag, %reason, "rejecting");
                 let reject = BasicRejectOptions { requeue: false };
-                tokio::time::timeout(SETTLE_TIMEOUT, channel.basic_reject(delivery_tag, reject)).await
+                Box::new(move |channel| async move { channel.basic_reject(delivery_tag, reject).await }.boxed())
             }
         };
-        match settled {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(describe(&e, Step::Other("settle a delivery"), &self.source.endpoint)),
-            Err(_) => {
-                Err(format!("settling a delivery on {} took longer than {SETTLE_TIMEOUT:?}", self.source.endpoint))
-            }
-        }
+        session.issue(settled(session.channel.clone(), self.source.endpoint.clone(), "settle a delivery", settle))
     }
 
     /// Hands deliveries out and settles their outcomes until shutdown or
@@ -311,6 +350,11 @@ impl Task<'_> {
                         }
                     }
                     if let Err(reason) = self.settle_all(session, outcomes).await {
+                        return Ended::Lost(reason);
+                    }
+                }
+                Some(written) = session.settling.next(), if !session.settling.is_empty() => {
+                    if let Err(reason) = written {
                         return Ended::Lost(reason);
                     }
                 }
@@ -375,6 +419,12 @@ impl Task<'_> {
             }
         }
 
+        if usable
+            && let Err(reason) =
+                tokio::time::timeout(CLOSE_TIMEOUT, session.flush()).await.unwrap_or_else(|_| Err("timed out".into()))
+        {
+            tracing::warn!(mapping = %self.mapping, %reason, "shutdown: settling failed; the broker requeues the rest");
+        }
         // Closing the channel returns its unacked messages to the queue.
         let closed = tokio::time::timeout(CLOSE_TIMEOUT, session.channel.close(200, "shutdown".into())).await;
         if !matches!(closed, Ok(Ok(()))) {
