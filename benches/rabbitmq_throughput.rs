@@ -84,7 +84,7 @@ async fn bare_consumer(url: &str, queue: &str, messages: usize, prefetch: u16) -
 #[tokio::main]
 async fn main() {
     let messages = support::arg("--messages", 20_000);
-    let prefetch = support::arg("--prefetch", 200) as u16;
+    let prefetch = support::arg("--prefetch", 100) as u16;
     let batch = support::arg("--batch", 100);
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let bare_queue = format!("bench-bare-{}", uuid::Uuid::new_v4().simple());
