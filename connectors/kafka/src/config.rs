@@ -80,13 +80,13 @@ impl KafkaSourceConfig {
         refuse_owned(&self.properties, SOURCE_OWNED)?;
 
         let mut config = ClientConfig::new();
-        // librdkafka prefetches up to 64 MB per consumer by default; bound it
+        // librdkafka prefetches up to 64 MB per partition by default; bound it
         // so memory follows configuration, not the backlog (properties may
-        // raise it for throughput).
-        config
-            .set("queued.max.messages.kbytes", "8192")
-            .set("queued.min.messages", "1000")
-            .set("fetch.max.bytes", "8388608");
+        // raise it for throughput). The count threshold stays librdkafka's
+        // (100,000 messages): a low one makes it fetch in small pieces, and a
+        // broker answering each fetch slowly then sets the pace (1,000 gave
+        // less than half the throughput of a bare consumer on the test broker).
+        config.set("queued.max.messages.kbytes", "8192").set("fetch.max.bytes", "8388608");
         for (key, value) in &self.properties {
             config.set(key, value);
         }
