@@ -4,8 +4,13 @@
 //! One task owns everything: it pulls into a subscription of its own, turns
 //! each message into a record, hands records to the engine as the engine
 //! takes them, keeps unsettled messages alive with in-progress acks, and
-//! settles outcomes by publishing to each message's `$JS.ACK` subject with
-//! a reply subject, so the server confirms every ack, nak and term.
+//! settles outcomes by publishing to each message's `$JS.ACK` subject.
+//!
+//! Naks and terms carry a reply subject, so the server confirms them: the
+//! order of a subject's retries and the end of a failed message depend on
+//! them. Acks go without one. A lost ack costs a redelivery after the ack
+//! wait, never a message, and a confirmation per message took as much of
+//! the server's time as the deliveries themselves.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -737,8 +742,9 @@ impl Task<'_> {
         self.send_settle(token).await;
     }
 
-    /// Sends (again) the settle of `token` with a reply subject; the server
-    /// answers once it processed it. Left for the tick while disconnected.
+    /// Sends (again) the settle of `token`: an ack as it is, a nak or term
+    /// with a reply subject the server answers once it processed it. Left
+    /// for the tick while disconnected.
     async fn send_settle(&mut self, token: u64) {
         if !self.connected {
             return;
@@ -746,6 +752,20 @@ impl Task<'_> {
         let (Some(conn), Some(settle)) = (self.conn.as_ref(), self.settling.get_mut(&token)) else { return };
         settle.attempts += 1;
         settle.due = Instant::now() + SETTLE_TIMEOUT;
+        if settle.kind == "ack" {
+            let sent = tokio::time::timeout(
+                PUBLISH_TIMEOUT,
+                conn.client.publish(settle.reply.clone(), settle.payload.clone()),
+            )
+            .await;
+            if matches!(sent, Ok(Ok(()))) {
+                self.settling.remove(&token);
+                self.count_settle("ack", "sent");
+            } else {
+                tracing::debug!(mapping = %self.mapping, token, "could not send an ack now; it is sent again later");
+            }
+            return;
+        }
         let reply = format!("{}.{token}", conn.confirm_prefix);
         let sent = tokio::time::timeout(
             PUBLISH_TIMEOUT,

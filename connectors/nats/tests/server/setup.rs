@@ -53,7 +53,7 @@ async fn a_missing_stream_is_reported_until_it_exists() {
     record.ack.complete(Outcome::Delivered);
     running.stop().await.expect("clean shutdown");
     assert_eq!(value(&connected), Some(0.0), "not connected after shutdown");
-    let settled = format!("switchyard_nats_settles_total{{kind=ack,mapping={mapping},outcome=confirmed}}");
+    let settled = format!("switchyard_nats_settles_total{{kind=ack,mapping={mapping},outcome=sent}}");
     assert_eq!(value(&settled), Some(1.0), "{settled}");
 }
 
