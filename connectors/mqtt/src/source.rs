@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use serde_json::Value;
 use switchyard_sdk::{
     Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState, set_state,
 };
@@ -150,9 +149,9 @@ enum Stage {
 
 /// A message received and not acknowledged yet.
 struct Held {
+    /// The record's JSON is built from it each time it is handed out, rather
+    /// than kept beside it and copied.
     message: Message,
-    /// The record's JSON, built once.
-    data: Value,
     id: String,
     received_at: SystemTime,
     stage: Stage,
@@ -231,10 +230,9 @@ impl Task<'_> {
     fn receive(&mut self, message: Message) {
         let delivery = NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed);
         let received_at = SystemTime::now();
-        let data = message_data(&message, received_at);
         // Unique in the process; the topic and packet id make it readable.
         let id = format!("{}:{}:{delivery}", message.topic, message.pkid);
-        self.held.insert(delivery, Held { message, data, id, received_at, stage: Stage::Ready, retries: 0 });
+        self.held.insert(delivery, Held { message, id, received_at, stage: Stage::Ready, retries: 0 });
         self.ready.push_back(delivery);
     }
 
@@ -249,7 +247,7 @@ impl Task<'_> {
                 // spreads a topic over replicas: no order is promised.
                 scope: None,
                 key: None,
-                data: held.data.clone(),
+                data: message_data(&held.message, held.received_at),
                 size: held.message.payload.len(),
                 created_at: held.received_at,
                 ack: Ack::channel(delivery, self.acks.clone()),
@@ -317,10 +315,8 @@ impl Task<'_> {
             self.waiting.pop_first();
             if let Some(held) = self.held.get_mut(&delivery) {
                 held.stage = Stage::Ready;
-                if let Some(data) = held.data.as_object_mut() {
-                    // It may have been seen before: what DUP says.
-                    data.insert("dup".into(), Value::Bool(true));
-                }
+                // It may have been seen before: what DUP says.
+                held.message.dup = true;
                 self.ready.push_back(delivery);
             }
         }
@@ -646,7 +642,7 @@ mod tests {
     fn the_client_id_defaults_to_the_mapping() {
         assert_eq!(source().client_id("telemetry"), "switchyard-telemetry");
         assert!(
-            matches!(source().envelope().event(&[&json!({"data": "e30="})]), Value::Object(o) if o.contains_key("eventSource"))
+            matches!(source().envelope().event(&[&json!({"data": "e30="})]), serde_json::Value::Object(o) if o.contains_key("eventSource"))
         );
         assert_eq!(source().with_batch_size(1).envelope().event(&[&json!({"data": "e30="})]), json!({}));
     }
