@@ -5,7 +5,6 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use serde_json::Value;
 use switchyard_sdk::{Envelope, Outcome, Record};
 use tokio::sync::Mutex;
@@ -16,7 +15,7 @@ use super::batch::Pending;
 use super::failure::{Failure, FailureRoute};
 use crate::function::{Function, Invocation, InvokeError, Wait};
 use crate::queue::backoff;
-use crate::shape::{Item, Shaped};
+use crate::shape::Item;
 
 pub struct Lane {
     settings: Settings,
@@ -109,20 +108,15 @@ impl Lane {
                     break;
                 }
                 self.metrics.batch_size.record(batch.len() as f64);
-                let event = if self.settings.shaper.is_passthrough() {
-                    let mut out = Vec::with_capacity(batch.iter().map(|r| r.size * 2 + 256).sum());
-                    let data: Vec<&Value> = batch.iter().map(|r| &r.data).collect();
-                    self.envelope.write_event(&data, &mut out);
-                    Shaped { payload: Bytes::from(out), headers: Vec::new() }
-                } else {
-                    let items: Vec<Item> =
-                        batch.iter().map(|r| Item { id: &r.id, time: r.created_at, data: &r.data }).collect();
-                    match self.settings.shaper.event(self.envelope.as_ref(), &items) {
-                        Ok(event) => event,
-                        Err(error) => {
-                            self.fail(batch, Failure::TransformFailed(error)).await;
-                            break;
-                        }
+                // A passthrough shaper writes Lambda's event straight from the
+                // records (`Envelope::write_event`).
+                let items: Vec<Item> =
+                    batch.iter().map(|r| Item { id: &r.id, time: r.created_at, data: &r.data }).collect();
+                let event = match self.settings.shaper.event(self.envelope.as_ref(), &items) {
+                    Ok(event) => event,
+                    Err(error) => {
+                        self.fail(batch, Failure::TransformFailed(error)).await;
+                        break;
                     }
                 };
                 let invocation = Invocation {

@@ -111,8 +111,7 @@ struct Session {
 impl Session {
     /// Queues one settle frame on the channel now, so frames keep the order
     /// of the calls, and leaves waiting for its write to `settling`.
-    fn issue(&mut self, settle: BoxFuture<'static, Result<(), String>>) -> Result<(), String> {
-        let mut settle = settle;
+    fn issue(&mut self, mut settle: BoxFuture<'static, Result<(), String>>) -> Result<(), String> {
         // The first poll queues the frame (lapin's methods are async fns).
         match (&mut settle).now_or_never() {
             Some(result) => result,
@@ -132,19 +131,15 @@ impl Session {
     }
 }
 
-/// One settle method called on a channel.
-type SettleCall = Box<dyn FnOnce(Channel) -> BoxFuture<'static, lapin::Result<()>> + Send>;
-
-/// `call` on `channel`, bounded by [`SETTLE_TIMEOUT`], with errors described
-/// for the mapping's state.
+/// A settle method's future, bounded by [`SETTLE_TIMEOUT`], with errors
+/// described for the mapping's state.
 fn settled(
-    channel: Channel,
+    call: impl Future<Output = lapin::Result<()>> + Send + 'static,
     endpoint: Endpoint,
     step: &'static str,
-    call: impl FnOnce(Channel) -> BoxFuture<'static, lapin::Result<()>> + Send + 'static,
 ) -> BoxFuture<'static, Result<(), String>> {
     async move {
-        match tokio::time::timeout(SETTLE_TIMEOUT, call(channel)).await {
+        match tokio::time::timeout(SETTLE_TIMEOUT, call).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(describe(&e, Step::Other(step), &endpoint)),
             Err(_) => Err(format!("{step} on {endpoint} took longer than {SETTLE_TIMEOUT:?}")),
@@ -285,13 +280,9 @@ impl Task<'_> {
             let acks: Vec<(u64, bool)> =
                 if covered { vec![(highest, true)] } else { delivered.iter().map(|&tag| (tag, false)).collect() };
             for (tag, multiple) in acks {
-                let settle = settled(
-                    session.channel.clone(),
-                    self.source.endpoint.clone(),
-                    "acknowledge deliveries",
-                    move |channel| async move { channel.basic_ack(tag, BasicAckOptions { multiple }).await }.boxed(),
-                );
-                session.issue(settle)?;
+                let channel = session.channel.clone();
+                let ack = async move { channel.basic_ack(tag, BasicAckOptions { multiple }).await };
+                session.issue(settled(ack, self.source.endpoint.clone(), "acknowledge deliveries"))?;
             }
         }
         for (tag, outcome) in others {
@@ -308,24 +299,25 @@ impl Task<'_> {
             return Ok(());
         }
         let delivery_tag = tag.delivery_tag;
-        let settle: SettleCall = match &outcome {
-            Outcome::Delivered => Box::new(move |channel| {
+        let channel = session.channel.clone();
+        let call: BoxFuture<'static, lapin::Result<()>> = match &outcome {
+            Outcome::Delivered => {
                 async move { channel.basic_ack(delivery_tag, BasicAckOptions::default()).await }.boxed()
-            }),
+            }
             Outcome::Retry(reason) => {
                 tracing::debug!(mapping = %self.mapping, delivery_tag, %reason, "requeueing");
                 let requeue = BasicNackOptions { multiple: false, requeue: true };
-                Box::new(move |channel| async move { channel.basic_nack(delivery_tag, requeue).await }.boxed())
+                async move { channel.basic_nack(delivery_tag, requeue).await }.boxed()
             }
             Outcome::Reject(reason) => {
                 // Without requeue the broker hands the message to the queue's
                 // dead-letter exchange, or drops it when there is none.
                 tracing::debug!(mapping = %self.mapping, delivery_tag, %reason, "rejecting");
                 let reject = BasicRejectOptions { requeue: false };
-                Box::new(move |channel| async move { channel.basic_reject(delivery_tag, reject).await }.boxed())
+                async move { channel.basic_reject(delivery_tag, reject).await }.boxed()
             }
         };
-        session.issue(settled(session.channel.clone(), self.source.endpoint.clone(), "settle a delivery", settle))
+        session.issue(settled(call, self.source.endpoint.clone(), "settle a delivery"))
     }
 
     /// Hands deliveries out and settles their outcomes until shutdown or

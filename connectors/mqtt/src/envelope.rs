@@ -67,8 +67,8 @@ pub(crate) fn rfc3339_ms(at: SystemTime) -> String {
 ///   encode(*, 'base64') AS data`.
 /// - Otherwise ([`MqttEnvelope::batch`]): `{"eventSource":
 ///   "switchyard:mqtt", "records": [...]}` where each record is its message's
-///   JSON with the payload as `"payload"` (parsed) when it is JSON, else kept
-///   as `"data"` (base64).
+///   JSON with the payload as `"payload"` (the JSON value itself, as it came)
+///   when it is JSON, else kept as `"data"` (base64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MqttEnvelope {
     single: bool,

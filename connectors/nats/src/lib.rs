@@ -105,8 +105,8 @@
 //! `switchyard_nats_connections_total{mapping, outcome}` (setup attempts:
 //! connect, stream, consumer; `ok` or `error`), and
 //! `switchyard_nats_settles_total{mapping, kind, outcome}` (`ack`, `nak`,
-//! `term`; `confirmed` by the server or `abandoned` after five unanswered
-//! sends).
+//! `term`; an ack `sent`, a nak or term `confirmed` by the server; any of
+//! them `abandoned` after five failed or unanswered sends).
 
 mod client;
 mod config;

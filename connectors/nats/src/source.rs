@@ -211,7 +211,8 @@ struct Again {
     created_at: std::time::SystemTime,
 }
 
-/// A settle sent and not confirmed by the server yet.
+/// A settle not done yet: an ack not sent yet, or a nak or term the server
+/// has not confirmed.
 struct Settling {
     reply: Subject,
     payload: Bytes,
