@@ -9,7 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
-use switchyard_sdk::{Envelope, payload_value};
+use switchyard_sdk::Envelope;
 
 /// One record as the shaper sees it.
 pub struct Item<'a> {
@@ -89,7 +89,7 @@ fn lambda_event(envelope: &dyn Envelope, items: &[Item]) -> Bytes {
 /// source has no payload field (schedules).
 fn payload_of<'a>(envelope: &dyn Envelope, data: &'a Value) -> Cow<'a, Value> {
     match envelope.payload_fields(data).first() {
-        Some(field) => Cow::Owned(field.bytes(data).map(|b| payload_value(&b)).unwrap_or(Value::Null)),
+        Some(field) => Cow::Owned(field.value(data).unwrap_or(Value::Null)),
         None => Cow::Borrowed(data),
     }
 }

@@ -6,11 +6,16 @@ use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
 use jaq_json::{Num, Val};
 use serde_json::{Number, Value};
 
+use super::projection::Projection;
+
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
 /// A compiled jq program.
 pub struct Jq {
     filter: Filter,
+    /// The same program evaluated on `serde_json` values directly, when it
+    /// only picks and rebuilds (see `projection`).
+    projection: Option<Projection>,
 }
 
 impl std::fmt::Debug for Jq {
@@ -37,7 +42,7 @@ impl Jq {
             .with_funs(funs)
             .compile(modules)
             .map_err(|errors| format!("cannot compile jq program: {}", describe(&errors)))?;
-        Ok(Self { filter })
+        Ok(Self { filter, projection: Projection::compile(code) })
     }
 
     /// Runs the program on `input` and expects exactly one output.
@@ -51,6 +56,14 @@ impl Jq {
 
     /// Runs the program on `input`: its outputs (at most two), or its first error.
     pub fn run(&self, input: &Value) -> Result<Vec<Value>, String> {
+        if let Some(out) = self.projection.as_ref().and_then(|p| p.eval(input)) {
+            return Ok(vec![out]);
+        }
+        self.run_jaq(input)
+    }
+
+    /// Runs the program on jaq alone.
+    fn run_jaq(&self, input: &Value) -> Result<Vec<Value>, String> {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         for result in self.filter.id.run((ctx, to_val(input))).map(unwrap_valr).take(MAX_OUTPUTS) {
@@ -145,6 +158,130 @@ mod tests {
     fn values_round_trip() {
         let v = json!({"n": null, "b": true, "i": -3, "f": 1.5, "big": 18446744073709551615u64, "s": "é", "a": [1, [2]], "o": {"k": {}}});
         assert_eq!(from_val(&to_val(&v)), v);
+    }
+
+    /// A small deterministic generator (xorshift), so failures reproduce.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn key(&mut self) -> &'static str {
+            ["a", "b", "c", "é"][self.next(4)]
+        }
+
+        fn record(&mut self, depth: usize) -> Value {
+            match self.next(if depth == 0 { 7 } else { 10 }) {
+                0 => Value::Null,
+                1 => Value::Bool(self.next(2) == 0),
+                2 => json!(self.next(5) as i64 - 2),
+                3 => json!([1.0, 2.5, -0.0, 1e3][self.next(4)]),
+                4 => json!(u64::MAX - self.next(2) as u64),
+                5 | 6 => json!(["", "x", "ÉtÉ", "a\"b"][self.next(4)]),
+                7 | 8 => {
+                    let n = self.next(4);
+                    Value::Object((0..n).map(|_| (self.key().to_string(), self.record(depth - 1))).collect())
+                }
+                _ => Value::Array((0..self.next(4)).map(|_| self.record(depth - 1)).collect()),
+            }
+        }
+
+        fn program(&mut self, depth: usize) -> String {
+            let path = |g: &mut Gen| {
+                let steps: String = (0..1 + g.next(3))
+                    .map(|_| match g.next(3) {
+                        0 => format!(".[{}]", g.next(3)),
+                        1 => format!(".[\"{}\"]", g.key()),
+                        _ => format!(".{}", ["a", "b", "c"][g.next(3)]),
+                    })
+                    .collect();
+                steps
+            };
+            if depth == 0 {
+                return match self.next(6) {
+                    0 => ".".into(),
+                    1 => [
+                        "1",
+                        "1.0",
+                        "2.5",
+                        "-0",
+                        "-0.0",
+                        "\"x\"",
+                        "\"\\u00e9\\n\"",
+                        "true",
+                        "false",
+                        "null",
+                        "18446744073709551615",
+                    ][self.next(11)]
+                    .into(),
+                    2 => "length".into(),
+                    3 => "not".into(),
+                    _ => path(self),
+                };
+            }
+            let d = depth - 1;
+            match self.next(10) {
+                0 => format!(
+                    "{{{}: ({}), \"{}\": ({}), {}}}",
+                    ["a", "b", "c"][self.next(3)],
+                    self.program(d),
+                    ["é", "k 2"][self.next(2)],
+                    self.program(d),
+                    ["a", "b"][self.next(2)]
+                ),
+                1 => format!("[({}), ({})]", self.program(d), self.program(d)),
+                2 => format!("({}) | ({})", self.program(d), self.program(d)),
+                3 => format!("({}) == ({})", self.program(d), self.program(d)),
+                4 => format!("({}) != ({})", self.program(d), self.program(d)),
+                5 => format!("({}) and ({})", self.program(d), self.program(d)),
+                6 => format!("({}) or ({})", self.program(d), self.program(d)),
+                7 => format!("({}) // ({})", self.program(d), self.program(d)),
+                8 => format!("({}){}", self.program(d), path(self)),
+                _ => self.program(0),
+            }
+        }
+    }
+
+    #[test]
+    fn projections_agree_with_jaq() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let (mut decided, mut total) = (0, 0);
+        for _ in 0..400 {
+            let code = g.program(3);
+            let jq = Jq::compile(&code).unwrap_or_else(|e| panic!("{code}: {e}"));
+            let projection = jq.projection.as_ref().unwrap_or_else(|| panic!("{code}: not compiled as a projection"));
+            for _ in 0..25 {
+                // Objects at the top, as records are, so most paths resolve.
+                let record: Value = ["a", "b", "c"].iter().map(|k| (k.to_string(), g.record(3))).collect();
+                total += 1;
+                if let Some(fast) = projection.eval(&record) {
+                    decided += 1;
+                    let jaq = jq.run_jaq(&record);
+                    assert_eq!(jaq, Ok(vec![fast.clone()]), "program {code} on {record}");
+                }
+            }
+        }
+        // Random paths often hit what jaq reports as an error (indexing a
+        // string, say), which is left undecided; the rest is compared.
+        assert!(decided * 5 > total, "only {decided} of {total} decided");
+    }
+
+    #[test]
+    fn programs_beyond_projections_run_on_jaq() {
+        for code in
+            ["{a: .a[]}", ".a + 1", "\"\\(.a)\"", "def f: .; f", ".a?", "map(.)", "$__loc__", ".[-1]", "{(.k): 1}"]
+        {
+            assert!(Projection::compile(code).is_none(), "{code}");
+        }
+        // An error jaq reports still comes from jaq.
+        let jq = Jq::compile("{x: .a.b}").unwrap();
+        assert!(jq.run(&json!({"a": "text"})).unwrap_err().starts_with("jq error"));
+        assert_eq!(jq.run(&json!({"a": {"b": [1]}})).unwrap(), vec![json!({"x": [1]})]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod format;
 mod jq;
+mod projection;
 mod template;
 
 use std::borrow::Cow;
@@ -234,7 +235,7 @@ fn view<'a>(envelope: &dyn Envelope, data: &'a Value) -> Cow<'a, Value> {
     let (false, Some(object)) = (fields.is_empty(), data.as_object()) else {
         return Cow::Borrowed(data);
     };
-    let decoded = |field: &PayloadField| field.bytes(data).map(|bytes| payload_value(&bytes));
+    let decoded = |field: &PayloadField| field.value(data);
     let mut view = serde_json::Map::with_capacity(object.len() + fields.len());
     for (key, value) in object {
         let top_level = fields.iter().find(|field| field.parent.is_none() && field.key == key);
