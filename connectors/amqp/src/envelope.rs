@@ -9,7 +9,7 @@ use chrono::DateTime;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use serde_json::{Number, Value, json};
-use switchyard_sdk::{Envelope, PayloadField, write_json, write_str};
+use switchyard_sdk::{Envelope, PayloadField, object, write_json, write_str};
 
 /// The account and region of every ARN Switchyard makes up.
 const ARN_PREFIX: &str = "arn:aws:mq:us-east-1:000000000000:broker:switchyard";
@@ -22,27 +22,28 @@ const ARN_PREFIX: &str = "arn:aws:mq:us-east-1:000000000000:broker:switchyard";
 /// `{"bytes": [...]}`, numbers and booleans as they are, tables as objects,
 /// arrays as arrays, timestamps like `timestamp`.
 pub fn message_data(properties: &BasicProperties, redelivered: bool, body: &[u8]) -> Value {
-    json!({
-        "basicProperties": {
-            "contentType": text(properties.content_type()),
-            "contentEncoding": text(properties.content_encoding()),
-            "headers": properties.headers().as_ref().map_or(Value::Null, table),
-            "deliveryMode": properties.delivery_mode(),
-            "priority": properties.priority(),
-            "correlationId": text(properties.correlation_id()),
-            "replyTo": text(properties.reply_to()),
-            "expiration": text(properties.expiration()),
-            "messageId": text(properties.message_id()),
-            "timestamp": properties.timestamp().map_or(Value::Null, timestamp),
-            "type": text(properties.kind()),
-            "userId": text(properties.user_id()),
-            "appId": text(properties.app_id()),
-            "clusterId": text(properties.cluster_id()),
-            "bodySize": body.len(),
-        },
-        "redelivered": redelivered,
-        "data": STANDARD.encode(body),
-    })
+    let properties = object([
+        ("contentType", text(properties.content_type())),
+        ("contentEncoding", text(properties.content_encoding())),
+        ("headers", properties.headers().as_ref().map_or(Value::Null, table)),
+        ("deliveryMode", properties.delivery_mode().map_or(Value::Null, Value::from)),
+        ("priority", properties.priority().map_or(Value::Null, Value::from)),
+        ("correlationId", text(properties.correlation_id())),
+        ("replyTo", text(properties.reply_to())),
+        ("expiration", text(properties.expiration())),
+        ("messageId", text(properties.message_id())),
+        ("timestamp", properties.timestamp().map_or(Value::Null, timestamp)),
+        ("type", text(properties.kind())),
+        ("userId", text(properties.user_id())),
+        ("appId", text(properties.app_id())),
+        ("clusterId", text(properties.cluster_id())),
+        ("bodySize", Value::from(body.len())),
+    ]);
+    object([
+        ("basicProperties", properties),
+        ("redelivered", Value::from(redelivered)),
+        ("data", Value::from(STANDARD.encode(body))),
+    ])
 }
 
 /// When the publisher says it sent the message (the `timestamp` property,

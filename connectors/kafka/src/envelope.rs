@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use rdkafka::Message;
 use rdkafka::message::{Headers, Timestamp};
 use serde_json::{Map, Value, json};
-use switchyard_sdk::{Envelope, PayloadField, write_json, write_str};
+use switchyard_sdk::{Envelope, PayloadField, object, write_json, write_str};
 
 /// The record as Lambda delivers it in a self-managed Kafka event:
 /// `{"topic","partition","offset","timestamp","timestampType","key","value","headers"}`.
@@ -37,15 +37,15 @@ pub fn record_data<M: Message>(message: &M) -> Value {
                 .collect()
         })
         .unwrap_or_default();
-    let mut data = json!({
-        "topic": message.topic(),
-        "partition": message.partition(),
-        "offset": message.offset(),
-        "timestamp": timestamp,
-        "timestampType": timestamp_type,
-        "value": message.payload().map(|value| STANDARD.encode(value)),
-        "headers": headers,
-    });
+    let mut data = object([
+        ("topic", Value::from(message.topic())),
+        ("partition", Value::from(message.partition())),
+        ("offset", Value::from(message.offset())),
+        ("timestamp", Value::from(timestamp)),
+        ("timestampType", Value::from(timestamp_type)),
+        ("value", message.payload().map_or(Value::Null, |value| Value::from(STANDARD.encode(value)))),
+        ("headers", Value::Array(headers)),
+    ]);
     if let (Some(key), Some(object)) = (message.key(), data.as_object_mut()) {
         object.insert("key".into(), Value::String(STANDARD.encode(key)));
     }

@@ -13,8 +13,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::IgnoredAny;
-use serde_json::{Value, json};
-use switchyard_sdk::{Envelope, PayloadField, write_json, write_str};
+use serde_json::Value;
+use switchyard_sdk::{Envelope, PayloadField, object, write_json, write_str};
 
 use crate::conn::Message;
 
@@ -39,15 +39,15 @@ pub const EVENT_SOURCE: &str = "switchyard:mqtt";
 /// value], ...]`, as names may repeat) and `subscriptionIdentifiers`, each
 /// only when present.
 pub(crate) fn message_data(message: &Message, received_at: SystemTime) -> Value {
-    let mut data = json!({
-        "topic": message.topic,
-        "qos": message.qos,
-        "retain": message.retain,
-        "dup": message.dup,
-        "messageId": if message.qos == 0 { Value::Null } else { json!(message.pkid) },
-        "receivedAt": rfc3339_ms(received_at),
-        "data": STANDARD.encode(&message.payload),
-    });
+    let mut data = object([
+        ("topic", Value::from(message.topic.as_str())),
+        ("qos", Value::from(message.qos)),
+        ("retain", Value::from(message.retain)),
+        ("dup", Value::from(message.dup)),
+        ("messageId", if message.qos == 0 { Value::Null } else { Value::from(message.pkid) }),
+        ("receivedAt", Value::from(rfc3339_ms(received_at))),
+        ("data", Value::from(STANDARD.encode(&message.payload))),
+    ]);
     if let (Some(properties), Some(object)) = (&message.properties, data.as_object_mut()) {
         object.insert("properties".into(), properties.clone());
     }
@@ -164,6 +164,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use bytes::Bytes;
+    use serde_json::json;
 
     use super::*;
 

@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use switchyard_sdk::{Envelope, PayloadField, write_json, write_str};
+use switchyard_sdk::{Envelope, PayloadField, object, write_json, write_str};
 
 /// What a JetStream delivery says about the message besides its subject,
 /// headers and payload (the `$JS.ACK` reply subject carries it).
@@ -60,17 +60,17 @@ impl Delivery {
 
 /// The record of one message (see the crate documentation for each key).
 pub fn message_data(subject: &str, delivery: &Delivery, headers: Option<&HeaderMap>, payload: &[u8]) -> Value {
-    json!({
-        "subject": subject,
-        "stream": delivery.stream,
-        "consumer": delivery.consumer,
-        "streamSequence": delivery.stream_sequence,
-        "consumerSequence": delivery.consumer_sequence,
-        "deliveryCount": delivery.delivered,
-        "timestamp": timestamp(delivery.published()),
-        "headers": headers.map_or_else(|| Value::Object(Map::new()), header_object),
-        "data": STANDARD.encode(payload),
-    })
+    object([
+        ("subject", Value::from(subject)),
+        ("stream", Value::from(delivery.stream.as_str())),
+        ("consumer", Value::from(delivery.consumer.as_str())),
+        ("streamSequence", Value::from(delivery.stream_sequence)),
+        ("consumerSequence", Value::from(delivery.consumer_sequence)),
+        ("deliveryCount", Value::from(delivery.delivered)),
+        ("timestamp", Value::from(timestamp(delivery.published()))),
+        ("headers", headers.map_or_else(|| Value::Object(Map::new()), header_object)),
+        ("data", Value::from(STANDARD.encode(payload))),
+    ])
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-01-02T03:04:05.678Z`.

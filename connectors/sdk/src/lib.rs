@@ -28,5 +28,7 @@ pub use checkpoint::OffsetTracker;
 pub use chunk::chunks;
 pub use error::ConnectorError;
 pub use payload::{Encoding, PayloadField, payload_value};
-pub use record::{Batch, Envelope, Record, RecordsEnvelope, SingleEnvelope, write_json, write_records, write_str};
+pub use record::{
+    Batch, Envelope, Record, RecordsEnvelope, SingleEnvelope, object, write_json, write_records, write_str,
+};
 pub use source::{Destination, Source, SourceContext, SourceState, set_state};

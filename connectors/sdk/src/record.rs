@@ -117,6 +117,13 @@ pub fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     serde_json::to_writer(out, value).expect("JSON values serialize");
 }
 
+/// A JSON object of owned values, for the records sources build per message.
+/// `json!` serializes each value it is given, which copies every string and
+/// every nested value once more; this moves them in.
+pub fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(fields.into_iter().map(|(key, value)| (key.to_string(), value)).collect())
+}
+
 /// Appends `text` as a JSON string.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
     write_json(out, text);
