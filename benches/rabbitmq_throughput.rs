@@ -3,7 +3,9 @@
 //! the same prefetch and multiple-acks, in the same run (docs/benchmarks.md).
 //!
 //! Needs RabbitMQ at AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/%2f).
-//! `cargo bench --bench rabbitmq_throughput` (optionally `-- --messages 20000`)
+//! `cargo bench --bench rabbitmq_throughput` (optionally `-- --messages 20000
+//! --prefetch 100 --batch 100 --rounds 5`; with rounds, the pairs of runs repeat on
+//! fresh queues and the median ratio closes the report)
 
 mod support;
 
@@ -86,13 +88,25 @@ async fn main() {
     let messages = support::arg("--messages", 20_000);
     let prefetch = support::arg("--prefetch", 100) as u16;
     let batch = support::arg("--batch", 100);
+    let rounds = support::arg("--rounds", 1).max(1);
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let report = round(&url, messages, prefetch, batch).await;
+        report.print();
+        ratios.push(report.ratio());
+    }
+    support::print_rounds(&ratios, 0.7);
+}
+
+/// One pair of runs on freshly filled queues: the bare consumer, then Switchyard.
+async fn round(url: &str, messages: usize, prefetch: u16, batch: usize) -> support::Report<'static> {
     let bare_queue = format!("bench-bare-{}", uuid::Uuid::new_v4().simple());
     let sy_queue = format!("bench-sy-{}", uuid::Uuid::new_v4().simple());
-    prefill(&url, &bare_queue, messages).await;
-    prefill(&url, &sy_queue, messages).await;
+    prefill(url, &bare_queue, messages).await;
+    prefill(url, &sy_queue, messages).await;
 
-    let bare = bare_consumer(&url, &bare_queue, messages, prefetch).await;
+    let bare = bare_consumer(url, &bare_queue, messages, prefetch).await;
 
     let count = Arc::new(AtomicUsize::new(0));
     let function = support::counting_function("rmqMessagesByQueue", count.clone()).await;
@@ -100,7 +114,7 @@ async fn main() {
         "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      rabbitmq:\n        url: \"{url}\"\n        queue: {sy_queue}\n        prefetch: {prefetch}\n    batch: {{ size: {batch}, window: 100ms }}\n    function: f\n"
     );
     let run = support::run_until(&config, &count, messages).await;
-    let (_c, ch) = channel(&url).await;
+    let (_c, ch) = channel(url).await;
     for q in [&bare_queue, &sy_queue] {
         let _ = ch.queue_delete(short(q), QueueDeleteOptions::default()).await;
     }
@@ -114,5 +128,4 @@ async fn main() {
         run,
         goal: 0.7,
     }
-    .print();
 }

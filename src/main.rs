@@ -9,6 +9,34 @@ use switchyard::config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `arena_eager_commit` (the same position in the option enums of
+/// mimalloc 2 and 3).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// By default mimalloc commits its arenas up front on systems that
+/// overcommit memory, Linux's default. Committing pages as they are used
+/// halved the peak RSS of the RabbitMQ benchmark (61-65 MB to 31 MB) at the
+/// same throughput. The option is read when the first arena is made, at the
+/// first allocation, which comes before `main`; so it is set from the
+/// executable's initializers, which run before anything allocates.
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static COMMIT_ON_DEMAND: extern "C" fn() = commit_on_demand;
+
+#[cfg(target_os = "linux")]
+extern "C" fn commit_on_demand() {
+    // An explicit MIMALLOC_ARENA_EAGER_COMMIT in the environment still wins.
+    // SAFETY: getenv reads the environment, which nothing changes this early
+    // (and it allocates nothing); mi_option_set stores one value in
+    // mimalloc's option table.
+    unsafe {
+        if libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

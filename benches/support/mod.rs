@@ -128,6 +128,11 @@ pub struct Report<'a> {
 }
 
 impl Report<'_> {
+    /// Switchyard's steady rate over the bare client's.
+    pub fn ratio(&self) -> f64 {
+        self.run.steady_rate() / (self.total as f64 / self.bare.as_secs_f64())
+    }
+
     pub fn print(&self) {
         let unit = self.unit;
         let bare_rate = self.total as f64 / self.bare.as_secs_f64();
@@ -149,4 +154,24 @@ impl Report<'_> {
         println!("- delivered {} of {}", self.run.delivered, self.total);
         println!("- Switchyard peak RSS: {:.1} MB", self.run.peak_rss_mb);
     }
+}
+
+/// With `--rounds N`, the ratio of each round and their median: on a shared
+/// machine a single pair of sub-second runs decides little, and rounds that
+/// alternate the bare client and Switchyard give both the same conditions.
+pub fn print_rounds(ratios: &[f64], goal: f64) {
+    if ratios.len() < 2 {
+        return;
+    }
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "\n- {} rounds: ratios {}; median {median:.2}, range {:.2} to {:.2} (goal: at least {goal})",
+        ratios.len(),
+        listed.join(", "),
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
 }
