@@ -8,7 +8,8 @@
 //! message queued for an absent session; `max_inflight_messages`, the same
 //! window for both clients, 100 unless `--window N`).
 //! `cargo bench --bench mqtt_throughput` (optionally `-- --messages 20000
-//! --window 1000 --batch 100`; the batch is 50 unless set)
+//! --window 1000 --batch 100 --rounds 5`; the batch is 50 unless set; with
+//! rounds, the pairs of runs repeat and the median ratio closes the report)
 
 mod support;
 
@@ -125,18 +126,30 @@ async fn main() {
     let messages = support::arg("--messages", 20_000);
     let window = support::arg("--window", 100);
     let batch = support::arg("--batch", 50);
+    let rounds = support::arg("--rounds", 1).max(1);
     let broker = start_broker(window);
     register_session("bench-bare", broker.port).await;
     register_session("switchyard-bench", broker.port).await;
-    prefill(broker.port, messages).await;
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let report = round(broker.port, messages, window, batch).await;
+        report.print();
+        ratios.push(report.ratio());
+    }
+    support::print_rounds(&ratios, 0.7);
+}
 
-    let bare = bare_subscriber(broker.port, messages).await;
+/// One pair of runs: the messages published to both sessions, read by the
+/// bare subscriber, then by Switchyard.
+async fn round(port: u16, messages: usize, window: usize, batch: usize) -> support::Report<'static> {
+    prefill(port, messages).await;
+
+    let bare = bare_subscriber(port, messages).await;
 
     let count = Arc::new(AtomicUsize::new(0));
     let function = support::counting_function("records", count.clone()).await;
     let config = format!(
-        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      mqtt: {{ url: \"mqtt://127.0.0.1:{port}\", topics: [\"{TOPIC}\"], qos: 1, client_id: switchyard-bench, max_inflight: {window} }}\n    batch: {{ size: {batch}, window: 100ms }}\n    function: f\n",
-        port = broker.port
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  f:\n    http: {{ url: http://{function}/ }}\nmappings:\n  - name: bench\n    source:\n      mqtt: {{ url: \"mqtt://127.0.0.1:{port}\", topics: [\"{TOPIC}\"], qos: 1, client_id: switchyard-bench, max_inflight: {window} }}\n    batch: {{ size: {batch}, window: 100ms }}\n    function: f\n"
     );
     let run = support::run_until(&config, &count, messages).await;
 
@@ -150,5 +163,4 @@ async fn main() {
         run,
         goal: 0.7,
     }
-    .print();
 }

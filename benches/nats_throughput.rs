@@ -4,7 +4,9 @@
 //! the same run (docs/benchmarks.md).
 //!
 //! Needs NATS with JetStream at NATS_URL (default nats://127.0.0.1:4222).
-//! `cargo bench --bench nats_throughput` (optionally `-- --messages 20000`)
+//! `cargo bench --bench nats_throughput` (optionally `-- --messages 20000
+//! --rounds 5`; with rounds, the pairs of runs repeat on fresh streams and the
+//! median ratio closes the report)
 
 mod support;
 
@@ -57,9 +59,21 @@ async fn bare_consumer(js: &jetstream::Context, stream_name: &str, messages: usi
 #[tokio::main]
 async fn main() {
     let messages = support::arg("--messages", 20_000);
+    let rounds = support::arg("--rounds", 1).max(1);
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let client = async_nats::connect(&url).await.expect("NATS reachable");
     let js = jetstream::new(client);
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let report = round(&js, &url, messages).await;
+        report.print();
+        ratios.push(report.ratio());
+    }
+    support::print_rounds(&ratios, 0.7);
+}
+
+/// One pair of runs on a fresh stream: the bare consumer, then Switchyard.
+async fn round(js: &jetstream::Context, url: &str, messages: usize) -> support::Report<'static> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (stream_name, subject) = (format!("BENCH_{id}"), format!("bench-{id}"));
     js.create_stream(stream::Config {
@@ -69,9 +83,9 @@ async fn main() {
     })
     .await
     .expect("create stream");
-    prefill(&js, &format!("{subject}.reading"), messages).await;
+    prefill(js, &format!("{subject}.reading"), messages).await;
 
-    let bare = bare_consumer(&js, &stream_name, messages).await;
+    let bare = bare_consumer(js, &stream_name, messages).await;
 
     let count = Arc::new(AtomicUsize::new(0));
     let function = support::counting_function("records", count.clone()).await;
@@ -91,5 +105,4 @@ async fn main() {
         run,
         goal: 0.7,
     }
-    .print();
 }
