@@ -126,17 +126,10 @@ async fn main() {
     let messages = support::arg("--messages", 20_000);
     let window = support::arg("--window", 100);
     let batch = support::arg("--batch", 50);
-    let rounds = support::arg("--rounds", 1).max(1);
     let broker = start_broker(window);
     register_session("bench-bare", broker.port).await;
     register_session("switchyard-bench", broker.port).await;
-    let mut ratios = Vec::new();
-    for _ in 0..rounds {
-        let report = round(broker.port, messages, window, batch).await;
-        report.print();
-        ratios.push(report.ratio());
-    }
-    support::print_rounds(&ratios, 0.7);
+    support::rounds(|| round(broker.port, messages, window, batch)).await;
 }
 
 /// One pair of runs: the messages published to both sessions, read by the

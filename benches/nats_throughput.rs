@@ -59,17 +59,10 @@ async fn bare_consumer(js: &jetstream::Context, stream_name: &str, messages: usi
 #[tokio::main]
 async fn main() {
     let messages = support::arg("--messages", 20_000);
-    let rounds = support::arg("--rounds", 1).max(1);
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let client = async_nats::connect(&url).await.expect("NATS reachable");
     let js = jetstream::new(client);
-    let mut ratios = Vec::new();
-    for _ in 0..rounds {
-        let report = round(&js, &url, messages).await;
-        report.print();
-        ratios.push(report.ratio());
-    }
-    support::print_rounds(&ratios, 0.7);
+    support::rounds(|| round(&js, &url, messages)).await;
 }
 
 /// One pair of runs on a fresh stream: the bare consumer, then Switchyard.

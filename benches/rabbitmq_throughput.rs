@@ -88,15 +88,8 @@ async fn main() {
     let messages = support::arg("--messages", 20_000);
     let prefetch = support::arg("--prefetch", 100) as u16;
     let batch = support::arg("--batch", 100);
-    let rounds = support::arg("--rounds", 1).max(1);
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let mut ratios = Vec::new();
-    for _ in 0..rounds {
-        let report = round(&url, messages, prefetch, batch).await;
-        report.print();
-        ratios.push(report.ratio());
-    }
-    support::print_rounds(&ratios, 0.7);
+    support::rounds(|| round(&url, messages, prefetch, batch)).await;
 }
 
 /// One pair of runs on freshly filled queues: the bare consumer, then Switchyard.

@@ -128,14 +128,18 @@ pub struct Report<'a> {
 }
 
 impl Report<'_> {
+    fn bare_rate(&self) -> f64 {
+        self.total as f64 / self.bare.as_secs_f64()
+    }
+
     /// Switchyard's steady rate over the bare client's.
     pub fn ratio(&self) -> f64 {
-        self.run.steady_rate() / (self.total as f64 / self.bare.as_secs_f64())
+        self.run.steady_rate() / self.bare_rate()
     }
 
     pub fn print(&self) {
         let unit = self.unit;
-        let bare_rate = self.total as f64 / self.bare.as_secs_f64();
+        let bare_rate = self.bare_rate();
         let overall = self.run.delivered as f64 / self.run.elapsed.as_secs_f64();
         let steady = self.run.steady_rate();
         println!("\n## {}\n", self.title);
@@ -144,7 +148,7 @@ impl Report<'_> {
         println!("| {} | {bare_rate:.0} | {:.2} |", self.bare_label, self.bare.as_secs_f64());
         println!("| {} | {steady:.0} | {:.2} |", self.switchyard_label, self.run.elapsed.as_secs_f64());
         println!();
-        println!("- ratio: {:.2} of the bare client (goal: at least {})", steady / bare_rate, self.goal);
+        println!("- ratio: {:.2} of the bare client (goal: at least {})", self.ratio(), self.goal);
         println!(
             "- start-up to the first {} {unit} at the function: {:.2} s; with it counted, {overall:.0} {unit}/s (ratio {:.2})",
             self.run.first,
@@ -156,16 +160,32 @@ impl Report<'_> {
     }
 }
 
-/// With `--rounds N`, the ratio of each round and their median: on a shared
-/// machine a single pair of sub-second runs decides little, and rounds that
-/// alternate the bare client and Switchyard give both the same conditions.
-pub fn print_rounds(ratios: &[f64], goal: f64) {
+/// Runs `round` as many times as `--rounds` says (once by default), printing
+/// each report; with more than one, the ratio of each round and their median
+/// close the output: on a shared machine a single pair of sub-second runs
+/// decides little, and rounds that alternate the bare client and Switchyard
+/// give both the same conditions.
+pub async fn rounds<F, Fut>(mut round: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Report<'static>>,
+{
+    let count = arg("--rounds", 1).max(1);
+    let mut ratios = Vec::with_capacity(count);
+    let mut goal = 0.0;
+    for _ in 0..count {
+        let report = round().await;
+        report.print();
+        ratios.push(report.ratio());
+        goal = report.goal;
+    }
     if ratios.len() < 2 {
         return;
     }
-    let mut sorted = ratios.to_vec();
+    let mut sorted = ratios.clone();
     sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] };
     let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
         "\n- {} rounds: ratios {}; median {median:.2}, range {:.2} to {:.2} (goal: at least {goal})",

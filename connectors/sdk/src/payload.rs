@@ -56,10 +56,15 @@ impl PayloadField {
         }
     }
 
+    /// The field's string as the record holds it (encoded or not).
+    fn stored<'a>(&self, record: &'a Value) -> Option<&'a str> {
+        self.holder(record)?.get(self.key)?.as_str()
+    }
+
     /// The field's bytes in `record`; `None` when absent, null or not
     /// decodable.
     pub fn bytes<'a>(&self, record: &'a Value) -> Option<Cow<'a, [u8]>> {
-        let text = self.holder(record)?.get(self.key)?.as_str()?;
+        let text = self.stored(record)?;
         match self.encoding {
             Encoding::Text => Some(Cow::Borrowed(text.as_bytes())),
             Encoding::Base64 => STANDARD.decode(text).ok().map(Cow::Owned),
@@ -72,7 +77,7 @@ impl PayloadField {
     pub fn value(&self, record: &Value) -> Option<Value> {
         match self.encoding {
             Encoding::Text => {
-                let text = self.holder(record)?.get(self.key)?.as_str()?;
+                let text = self.stored(record)?;
                 Some(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
             }
             Encoding::Base64 => self.bytes(record).map(|bytes| payload_value(&bytes)),
