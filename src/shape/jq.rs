@@ -54,9 +54,21 @@ impl Jq {
         }
     }
 
+    /// What the program reads of its input: all of it unless it is a
+    /// projection (see [`Projection::reads`]).
+    pub fn reads(&self) -> switchyard_sdk::Reads {
+        self.projection.as_ref().map_or(switchyard_sdk::Reads::All, Projection::reads)
+    }
+
+    /// The program's output by its projection alone; `None` when it has
+    /// none or the projection leaves the input to jaq.
+    pub fn project(&self, input: &Value) -> Option<Value> {
+        self.projection.as_ref().and_then(|p| p.eval(input))
+    }
+
     /// Runs the program on `input`: its outputs (at most two), or its first error.
     pub fn run(&self, input: &Value) -> Result<Vec<Value>, String> {
-        if let Some(out) = self.projection.as_ref().and_then(|p| p.eval(input)) {
+        if let Some(out) = self.project(input) {
             return Ok(vec![out]);
         }
         self.run_jaq(input)
@@ -144,6 +156,7 @@ fn number(n: &Num) -> Value {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use switchyard_sdk::Reads;
 
     use super::*;
 
@@ -255,10 +268,15 @@ mod tests {
             let code = g.program(3);
             let jq = Jq::compile(&code).unwrap_or_else(|e| panic!("{code}: {e}"));
             let projection = jq.projection.as_ref().unwrap_or_else(|| panic!("{code}: not compiled as a projection"));
+            let reads = projection.reads();
             for _ in 0..25 {
                 // Objects at the top, as records are, so most paths resolve.
                 let record: Value = ["a", "b", "c"].iter().map(|k| (k.to_string(), g.record(3))).collect();
                 total += 1;
+                // The record cut down to what the program reads (as a
+                // mapping parses a payload) decides the same way.
+                let cut = reads.prune(&record);
+                assert_eq!(projection.eval(&cut), projection.eval(&record), "program {code} on {record}, cut to {cut}");
                 if let Some(fast) = projection.eval(&record) {
                     decided += 1;
                     let jaq = jq.run_jaq(&record);
@@ -269,6 +287,27 @@ mod tests {
         // Random paths often hit what jaq reports as an error (indexing a
         // string, say), which is left undecided; the rest is compared.
         assert!(decided * 5 > total, "only {decided} of {total} decided");
+    }
+
+    #[test]
+    fn projections_name_what_they_read() {
+        let reads = |code: &str| Projection::compile(code).unwrap().reads();
+        let paths = |paths: &[&[&str]]| {
+            let mut reads = Reads::nothing();
+            paths.iter().for_each(|p| reads.add_path(p));
+            reads
+        };
+        let mut counted = paths(&[&["detail", "id"]]);
+        counted.add_length(&["items"]);
+        assert_eq!(reads("{id: .detail.id, n: (.items | length)}"), counted);
+        assert_eq!(reads(".detail | {a: .a, b: .b[0].c}"), paths(&[&["detail", "a"], &["detail", "b", "c"]]));
+        assert_eq!(reads(".a[0] | length"), paths(&[&["a"]]), "an element's length reads it whole");
+        assert_eq!(reads("{k: 1} | .k"), Reads::nothing());
+        assert_eq!(reads(".a == 1 and (.b.c // .d)"), paths(&[&["a"], &["b", "c"], &["d"]]));
+        assert!(reads(".").is_all());
+        assert!(reads("{all: .}").is_all());
+        assert!(!reads("length").is_all(), "length reads the keys, not the values");
+        assert!(reads("[length, .]").is_all());
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //! A record transform's output becomes the record's payload, encoded as the
 //! source encodes it, so an unmodified Lambda handler still finds it where it
 //! looks (base64 in a Kafka `value`, text in a webhook `body`).
+//!
+//! The view they see holds only what they read ([`Reads`]): the paths the
+//! patterns test and, for a transform evaluated as a projection, the paths it
+//! picks. A 1 KB payload of which a filter tests two fields is scanned, not
+//! built as a tree. A transform that needs the whole record (jaq's
+//! interpreter, an input template) gets all of it.
 
 mod format;
 mod jq;
@@ -21,7 +27,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::Value;
 use switchyard_pattern::{Pattern, PatternSet};
-use switchyard_sdk::{Envelope, PayloadField, payload_value};
+use switchyard_sdk::{Envelope, PayloadField, Reads, payload_value};
 
 use crate::config::{CloudEventsMode, FormatConfig, MappingConfig};
 pub use format::{Format, Item, Shaped};
@@ -50,6 +56,8 @@ pub struct Shaper {
     record: Option<RecordTransform>,
     batch: Option<Jq>,
     format: Format,
+    /// What the filter and the record transform read of a record.
+    reads: Reads,
     filtered: metrics::Counter,
     transform_errors: metrics::Counter,
 }
@@ -123,11 +131,13 @@ impl Shaper {
             },
         };
         let name = mapping.name.clone();
+        let reads = reads(filter.as_ref(), record.as_ref());
         Ok(Self {
             filter,
             record,
             batch,
             format,
+            reads,
             filtered: metrics::counter!("switchyard_records_filtered_total", "mapping" => name.clone()),
             transform_errors: metrics::counter!("switchyard_transform_errors_total", "mapping" => name),
         })
@@ -140,6 +150,7 @@ impl Shaper {
             record: None,
             batch: None,
             format: Format::Lambda,
+            reads: Reads::All,
             filtered: metrics::Counter::noop(),
             transform_errors: metrics::Counter::noop(),
         }
@@ -156,7 +167,7 @@ impl Shaper {
         if self.filter.is_none() && self.record.is_none() {
             return Admit::Keep;
         }
-        let view = view(envelope, data);
+        let view = view(envelope, data, &self.reads);
         if let Some(filter) = &self.filter
             && !filter.matches(&view)
         {
@@ -165,7 +176,7 @@ impl Shaper {
         }
         let output = match &self.record {
             None => return Admit::Keep,
-            Some(RecordTransform::Jq(jq)) => match jq.run(&view) {
+            Some(RecordTransform::Jq(jq)) => match self.run_jq(jq, envelope, data, &view) {
                 Ok(mut out) if out.len() == 1 => out.pop().map(Payload::Value),
                 Ok(out) if out.is_empty() => None,
                 Ok(_) => Some(Payload::Error(
@@ -188,6 +199,17 @@ impl Shaper {
                 set_payload(envelope, data, payload);
                 Admit::Keep
             }
+        }
+    }
+
+    /// Runs a record transform on `view`; a program its projection does not
+    /// decide runs on jaq with the whole record (jaq's error messages quote
+    /// values).
+    fn run_jq(&self, jq: &Jq, envelope: &dyn Envelope, data: &Value, view: &Value) -> Result<Vec<Value>, String> {
+        match jq.project(view) {
+            Some(out) => Ok(vec![out]),
+            None if self.reads.is_all() => jq.run(view),
+            None => jq.run(&self::view(envelope, data, &Reads::All)),
         }
     }
 
@@ -230,19 +252,40 @@ fn payload_bytes(value: &Value) -> Bytes {
 /// `data` as patterns and transforms see it: payload fields decoded, and
 /// parsed when they are JSON, at the top level under their key. Built field
 /// by field, so an encoded payload is never copied only to be replaced.
-fn view<'a>(envelope: &dyn Envelope, data: &'a Value) -> Cow<'a, Value> {
+/// What `filter` and `record` read of a record together.
+fn reads(filter: Option<&PatternSet>, record: Option<&RecordTransform>) -> Reads {
+    let mut reads = Reads::nothing();
+    for path in filter.map(PatternSet::paths).unwrap_or_default() {
+        reads.add_path(&path);
+    }
+    match record {
+        None => {}
+        Some(RecordTransform::Jq(jq)) => reads.add(&jq.reads()),
+        Some(RecordTransform::Input(template)) => reads.add(&template.reads()),
+    }
+    reads
+}
+
+/// The record as patterns and transforms see it, holding what `reads` names:
+/// its metadata, and its payload decoded (and parsed when it is JSON) under
+/// the payload's key.
+fn view<'a>(envelope: &dyn Envelope, data: &'a Value, reads: &Reads) -> Cow<'a, Value> {
     let fields = envelope.payload_fields(data);
     let (false, Some(object)) = (fields.is_empty(), data.as_object()) else {
         return Cow::Borrowed(data);
     };
-    let decoded = |field: &PayloadField| field.value(data);
-    let mut view = serde_json::Map::with_capacity(object.len() + fields.len());
+    let decoded = |field: &PayloadField, reads: &Reads| field.value_reading(data, reads);
+    let mut view = serde_json::Map::new();
     for (key, value) in object {
+        let Some(reads) = reads.get(key) else { continue };
         let top_level = fields.iter().find(|field| field.parent.is_none() && field.key == key);
-        view.insert(key.clone(), top_level.and_then(decoded).unwrap_or_else(|| value.clone()));
+        view.insert(
+            key.clone(),
+            top_level.and_then(|field| decoded(field, reads)).unwrap_or_else(|| reads.prune(value)),
+        );
     }
     for field in fields.iter().filter(|field| field.parent.is_some()) {
-        if let Some(value) = decoded(field) {
+        if let Some(value) = reads.get(field.key).and_then(|reads| decoded(field, reads)) {
             view.insert(field.key.to_string(), value);
         }
     }

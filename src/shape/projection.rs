@@ -28,6 +28,7 @@ use jaq_core::load::parse::{BinaryOp, Term};
 use jaq_core::ops::Cmp;
 use jaq_core::path::{Opt, Part};
 use serde_json::{Map, Number, Value};
+use switchyard_sdk::Reads;
 
 #[derive(Debug)]
 pub enum Projection {
@@ -65,6 +66,79 @@ impl Projection {
     /// The program's one output, or `None` when jaq must decide.
     pub fn eval(&self, input: &Value) -> Option<Value> {
         self.apply(input).ok().map(Cow::into_owned)
+    }
+
+    /// What the program reads of its input: a record holding only these
+    /// paths (see [`Reads`]) gives the same output as the whole record, or
+    /// leaves the program to jaq on both.
+    pub fn reads(&self) -> Reads {
+        let mut reads = Reads::nothing();
+        if let Some(output) = self.located(Some(Vec::new()), &mut reads) {
+            reads.add_path(&output);
+        }
+        reads
+    }
+
+    /// Adds to `reads` what this form reads of the record when its input is
+    /// the record's value at `input` (`None`: a value built by the program,
+    /// whose reads were counted where it was built). Returns where in the
+    /// record its output lies, when it is a value of the record passed on
+    /// as it is; the caller decides how much of that is read.
+    fn located(&self, input: Option<Vec<String>>, reads: &mut Reads) -> Option<Vec<String>> {
+        let whole = |form: &Projection, reads: &mut Reads| {
+            if let Some(path) = form.located(input.clone(), reads) {
+                reads.add_path(&path);
+            }
+        };
+        match self {
+            Projection::Id => input,
+            Projection::Literal(_) => None,
+            Projection::Path(base, steps) => {
+                let mut path = base.located(input, reads)?;
+                // Keys named under a list reach each of its elements, so a
+                // position keeps the path; what is read there is read whole,
+                // as an element is not told apart from its list.
+                path.extend(steps.iter().filter_map(|step| match step {
+                    Step::Key(key) => Some(key.clone()),
+                    Step::Position(_) => None,
+                }));
+                if steps.iter().any(|step| matches!(step, Step::Position(_))) {
+                    reads.add_path(&path);
+                    return None;
+                }
+                Some(path)
+            }
+            Projection::Pipe(left, right) => {
+                let middle = left.located(input, reads);
+                right.located(middle, reads)
+            }
+            Projection::Object(fields) => {
+                fields.iter().for_each(|(_, value)| whole(value, reads));
+                None
+            }
+            Projection::Array(items) => {
+                items.iter().for_each(|item| whole(item, reads));
+                None
+            }
+            Projection::Equal(left, right, _)
+            | Projection::And(left, right)
+            | Projection::Or(left, right)
+            | Projection::Alternative(left, right) => {
+                whole(left, reads);
+                whole(right, reads);
+                None
+            }
+            Projection::Length => {
+                if let Some(path) = input {
+                    reads.add_length(&path);
+                }
+                None
+            }
+            Projection::Not => {
+                whole(&Projection::Id, reads);
+                None
+            }
+        }
     }
 
     fn apply<'a>(&self, input: &'a Value) -> Result<Cow<'a, Value>, Undecided> {

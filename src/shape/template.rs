@@ -101,6 +101,28 @@ impl InputTransformer {
         Ok(Self { paths: parsed, template: template.to_string(), mapping: mapping.to_string() })
     }
 
+    /// What filling the template reads of a record: the values its paths
+    /// name, or everything when it holds the whole record.
+    pub fn reads(&self) -> switchyard_sdk::Reads {
+        if self.template.contains("<aws.events.event") {
+            return switchyard_sdk::Reads::All;
+        }
+        let mut reads = switchyard_sdk::Reads::nothing();
+        for Path(steps) in self.paths.values() {
+            // A list keeps every element and passes the keys named under it
+            // to each, so an index needs no key of its own.
+            let keys: Vec<&str> = steps
+                .iter()
+                .filter_map(|step| match step {
+                    Step::Key(key) => Some(key.as_str()),
+                    Step::Index(_) => None,
+                })
+                .collect();
+            reads.add_path(&keys);
+        }
+        reads
+    }
+
     /// The template with its placeholders filled from `record`.
     pub fn apply(&self, record: &Value) -> String {
         let mut out = String::with_capacity(self.template.len() + 64);
@@ -197,6 +219,20 @@ mod tests {
         assert_eq!(t.apply(&json!({"who": "ana"})), "\"ana\" logged in <b>now</b>");
         let t = transformer(&[], r#"{"event": <aws.events.event>}"#);
         assert_eq!(t.apply(&json!({"a": 1})), r#"{"event": {"a":1}}"#);
+    }
+
+    #[test]
+    fn filling_reads_only_the_paths() {
+        let t = transformer(
+            &[("id", "$.body.items[1].id"), ("who", "$['body'].who"), ("all", "$.body.list[0]")],
+            r#"{"id": <id>, "who": "<who>", "all": <all>}"#,
+        );
+        let record = json!({"body": {"items": [{"id": 1, "x": 2}, {"id": 3, "y": [4]}], "who": {"n": "ana"},
+                                     "list": [[1, 2], 3], "other": {"big": [1, 2, 3]}}, "meta": 1});
+        let cut = t.reads().prune(&record);
+        assert_eq!(cut, json!({"body": {"items": [{"id": 1}, {"id": 3}], "who": {"n": "ana"}, "list": [[1, 2], 3]}}));
+        assert_eq!(t.apply(&cut), t.apply(&record));
+        assert!(transformer(&[], "<aws.events.event>").reads().is_all());
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod checkpoint;
 mod chunk;
 mod error;
 mod payload;
+mod reads;
 mod record;
 mod source;
 
@@ -27,7 +28,8 @@ pub use backoff::Backoff;
 pub use checkpoint::OffsetTracker;
 pub use chunk::chunks;
 pub use error::ConnectorError;
-pub use payload::{Encoding, PayloadField, payload_value};
+pub use payload::{Encoding, PayloadField, payload_value, payload_value_reading};
+pub use reads::Reads;
 pub use record::{
     Batch, Envelope, Record, RecordsEnvelope, SingleEnvelope, object, write_json, write_records, write_str,
 };

@@ -12,6 +12,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 
+use crate::Reads;
+
 /// How a payload field is written in the record's JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -72,15 +74,20 @@ impl PayloadField {
     }
 
     /// The payload as patterns and transforms see it (see [`payload_value`]).
-    /// A text field is parsed as the string it already is, which spares
-    /// checking its UTF-8 a second time.
     pub fn value(&self, record: &Value) -> Option<Value> {
+        self.value_reading(record, &Reads::All)
+    }
+
+    /// As [`PayloadField::value`], keeping of a JSON payload only what
+    /// `reads` names. A text field is parsed as the string it already is,
+    /// which spares checking its UTF-8 a second time.
+    pub fn value_reading(&self, record: &Value, reads: &Reads) -> Option<Value> {
         match self.encoding {
             Encoding::Text => {
                 let text = self.stored(record)?;
-                Some(serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string())))
+                Some(reads.parse(text).unwrap_or_else(|_| Value::String(text.to_string())))
             }
-            Encoding::Base64 => self.bytes(record).map(|bytes| payload_value(&bytes)),
+            Encoding::Base64 => self.bytes(record).map(|bytes| payload_value_reading(&bytes, reads)),
         }
     }
 
@@ -102,11 +109,14 @@ impl PayloadField {
 /// A payload as patterns and transforms see it: parsed when it is JSON, a
 /// string when it is other UTF-8 text, base64 when it is binary.
 pub fn payload_value(bytes: &[u8]) -> Value {
-    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
-        return value;
-    }
+    payload_value_reading(bytes, &Reads::All)
+}
+
+/// As [`payload_value`], keeping of a JSON payload only what `reads` names.
+/// JSON is UTF-8, so text that is not UTF-8 is not JSON either.
+pub fn payload_value_reading(bytes: &[u8], reads: &Reads) -> Value {
     match std::str::from_utf8(bytes) {
-        Ok(text) => Value::String(text.to_string()),
+        Ok(text) => reads.parse(text).unwrap_or_else(|_| Value::String(text.to_string())),
         Err(_) => Value::String(STANDARD.encode(bytes)),
     }
 }

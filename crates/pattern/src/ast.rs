@@ -85,6 +85,22 @@ impl Leaf {
 }
 
 impl Node {
+    /// Appends the paths of the fields this node tests, each from the event's root to a leaf (or to a
+    /// nested object that tests nothing inside it, read whole).
+    pub(crate) fn paths<'a>(&'a self, prefix: &mut Vec<&'a str>, out: &mut Vec<Vec<&'a str>>) {
+        for field in &self.fields {
+            prefix.push(&field.key);
+            match &field.kind {
+                FieldKind::Nested(node) if !node.fields.is_empty() || !node.ors.is_empty() => node.paths(prefix, out),
+                _ => out.push(prefix.clone()),
+            }
+            prefix.pop();
+        }
+        for alternative in self.ors.iter().flatten() {
+            alternative.paths(prefix, out);
+        }
+    }
+
     /// Matches this pattern object against the value found at its position. Objects are entered, arrays
     /// are matched element by element (one element must satisfy the whole object, so conditions are never
     /// satisfied by a mix of elements), and anything else is a place where every field is missing.

@@ -186,6 +186,15 @@ impl Pattern {
     pub fn matches(&self, event: &Value) -> bool {
         self.root.matches_value(Some(event))
     }
+
+    /// The paths of the event fields the pattern tests, each from the event's root to a leaf matcher:
+    /// matching sees nothing else, so an event holding only these paths (objects on the way keeping only
+    /// the keys named, lists keeping every element) matches exactly when the whole event does.
+    pub fn paths(&self) -> Vec<Vec<&str>> {
+        let mut out = Vec::new();
+        self.root.paths(&mut Vec::new(), &mut out);
+        out
+    }
 }
 
 impl FromStr for Pattern {
@@ -229,6 +238,11 @@ impl PatternSet {
             return false;
         }
         self.index.matches(&self.patterns, event)
+    }
+
+    /// The paths every pattern of the set tests (see [`Pattern::paths`]).
+    pub fn paths(&self) -> Vec<Vec<&str>> {
+        self.patterns.iter().flat_map(Pattern::paths).collect()
     }
 
     /// The number of patterns.

@@ -1,9 +1,12 @@
 //! The data-driven table in `cases.json`: patterns with events they must and must not match, and invalid
-//! patterns with the error path they must report. Every case is checked three ways (the pattern alone, a
-//! one-pattern set, and a set among unrelated patterns), and every failure is reported by name.
+//! patterns with the error path they must report. Every case is checked four ways (the pattern alone, a
+//! one-pattern set, a set among unrelated patterns, and the pattern on the event cut down to the paths it
+//! tests), and every failure is reported by name.
 
 use serde_json::{Map, Value, json};
 use switchyard_pattern::{Pattern, PatternError, PatternSet};
+
+mod prune;
 
 fn table() -> Value {
     serde_json::from_str(include_str!("cases.json")).expect("cases.json is valid JSON")
@@ -52,6 +55,7 @@ fn match_table() {
         let mut crowd = decoys();
         crowd.insert(2, pattern_json.clone());
         let crowded = PatternSet::new(&crowd).expect("compiles among decoys");
+        let trie = prune::Trie::new(&pattern.paths());
         for (key, expected) in [("match", true), ("no_match", false)] {
             for (i, event) in field(case, key).as_array().expect("events are an array").iter().enumerate() {
                 let event = resolve(event, shared);
@@ -60,6 +64,7 @@ fn match_table() {
                     ("Pattern", pattern.matches(&event)),
                     ("PatternSet of one", alone.matches(&event)),
                     ("PatternSet among decoys", crowded.matches(&event)),
+                    ("PatternSet of one, on the event cut to its paths", alone.matches(&trie.prune(&event))),
                 ];
                 for (how, result) in got {
                     if result != expected {

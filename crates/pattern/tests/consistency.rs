@@ -5,6 +5,8 @@
 use serde_json::{Map, Value, json};
 use switchyard_pattern::{Pattern, PatternSet};
 
+mod prune;
+
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
 
@@ -136,6 +138,7 @@ fn set_agrees_with_or_of_patterns() {
         let set = PatternSet::new(&sources).expect("the same patterns compile as a set");
         let singles: Vec<PatternSet> =
             sources.iter().map(|p| PatternSet::new(std::slice::from_ref(p)).expect("compiles")).collect();
+        let trie = prune::Trie::new(&set.paths());
         for _ in 0..60 {
             let event = event(&mut rng);
             let expected = patterns.iter().any(|p| p.matches(&event));
@@ -143,6 +146,13 @@ fn set_agrees_with_or_of_patterns() {
                 set.matches(&event),
                 expected,
                 "round {round}: set disagrees with the patterns on event {event}\npatterns: {}",
+                Value::Array(sources.clone())
+            );
+            let cut = trie.prune(&event);
+            assert_eq!(
+                set.matches(&cut),
+                expected,
+                "round {round}: the set disagrees on the event cut to its paths {cut} (from {event})\npatterns: {}",
                 Value::Array(sources.clone())
             );
             for (single, (source, pattern)) in singles.iter().zip(sources.iter().zip(&patterns)) {
