@@ -125,3 +125,78 @@ fn config_errors_name_the_key() {
             .contains("mappings[0].format.cloudevents.mode: binary mode needs a synchronous path")
     );
 }
+
+/// A source with two base64 payloads at the top level, as Kafka's `value`
+/// and `key`.
+struct TwoPayloads;
+
+impl Envelope for TwoPayloads {
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        SingleEnvelope.write_event(records, out);
+    }
+
+    fn payload_fields(&self, _: &Value) -> &'static [PayloadField] {
+        const FIELDS: &[PayloadField] = &[PayloadField::base64("value"), PayloadField::base64("key")];
+        FIELDS
+    }
+}
+
+/// A source whose payload sits inside a top-level object, as Kinesis's
+/// `kinesis.data`.
+struct NestedPayload;
+
+impl Envelope for NestedPayload {
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        SingleEnvelope.write_event(records, out);
+    }
+
+    fn payload_fields(&self, _: &Value) -> &'static [PayloadField] {
+        const FIELDS: &[PayloadField] = &[PayloadField::base64("data").inside("kinesis")];
+        FIELDS
+    }
+}
+
+#[test]
+fn reading_only_what_is_read_admits_and_shapes_the_same() {
+    use base64::Engine;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let payloads = [
+        r#"{"state": "paid", "total": 250, "items": [{"sku": "a", "n": 1}, {"sku": "b"}], "meta": {"x": [1, {"y": 2}]}}"#,
+        r#"{"state": "new", "total": 5, "items": {"one": {"sku": "c"}}, "meta": null}"#,
+        r#"{"items": [], "total": "250", "state": ["paid", "new"]}"#,
+        r#"[{"state": "paid"}, 3]"#,
+        "not json at all",
+        r#"{"total": 1e400}"#,
+    ];
+    let configs = [
+        "filters:\n  - pattern: { body: { state: [paid] } }\n  - pattern: { value: { total: [{ numeric: ['>', 100] }] } }",
+        "filters:\n  - pattern: { data: { items: { sku: [{ prefix: a }] } } }\n  - pattern: { key: [{ exists: false }] }",
+        "filters:\n  - pattern: { headers: { x-kind: [order] } }\ntransform: { record: '{s: .body.state, n: (.body.items | length), m: (.data.meta // .value.meta)}' }",
+        "transform: { record: '{first: .body.items[0].sku, k: .key, p: .kinesis.partitionKey, all: (.data | length)}' }",
+        "transform: { record: '[.value.items[].sku]' }",
+        "transform:\n  input_paths: { s: $.body.state, sku: '$.data.items[1].sku', t: $.value.total }\n  input_template: '{\"s\": <s>, \"sku\": \"<sku>\", \"t\": <t>}'",
+    ];
+    let envelopes: [(&dyn Envelope, &str); 3] =
+        [(&WebhookEnvelope, "webhook"), (&TwoPayloads, "kafka"), (&NestedPayload, "kinesis")];
+    let mut kept = 0;
+    for config in configs {
+        let reading = shaper(config);
+        let mut whole = shaper(config);
+        whole.reads = Reads::All;
+        for payload in payloads {
+            for (envelope, kind) in envelopes {
+                let record = match kind {
+                    "webhook" => webhook(payload),
+                    "kafka" => json!({"topic": "t", "value": b64(payload), "key": b64(r#"{"id": 1}"#)}),
+                    _ => json!({"eventSource": "aws:kinesis", "kinesis": {"partitionKey": "p", "data": b64(payload)}}),
+                };
+                let (mut a, mut b) = (record.clone(), record.clone());
+                let (admitted, expected) = (reading.admit(envelope, &mut a), whole.admit(envelope, &mut b));
+                assert_eq!(admitted, expected, "{config}\non {kind} record {record}");
+                assert_eq!(a, b, "{config}\non {kind} record {record}");
+                kept += usize::from(admitted == Admit::Keep);
+            }
+        }
+    }
+    assert!(kept > 20, "only {kept} records kept: the cases must exercise transforms");
+}
