@@ -12,10 +12,10 @@
 //! looks (base64 in a Kafka `value`, text in a webhook `body`).
 //!
 //! The view they see holds only what they read ([`Reads`]): the paths the
-//! patterns test and, for a transform evaluated as a projection, the paths it
-//! picks. A 1 KB payload of which a filter tests two fields is scanned, not
-//! built as a tree. A transform that needs the whole record (jaq's
-//! interpreter, an input template) gets all of it.
+//! patterns test, the paths a projection picks, an input template's input
+//! paths. A 1 KB payload of which a filter tests two fields is scanned, not
+//! built as a tree. A transform that needs the whole record (a program for
+//! jaq's interpreter, a template holding `<aws.events.event>`) gets all of it.
 
 mod format;
 mod jq;
@@ -249,9 +249,6 @@ fn payload_bytes(value: &Value) -> Bytes {
     }
 }
 
-/// `data` as patterns and transforms see it: payload fields decoded, and
-/// parsed when they are JSON, at the top level under their key. Built field
-/// by field, so an encoded payload is never copied only to be replaced.
 /// What `filter` and `record` read of a record together.
 fn reads(filter: Option<&PatternSet>, record: Option<&RecordTransform>) -> Reads {
     let mut reads = Reads::nothing();
@@ -266,9 +263,10 @@ fn reads(filter: Option<&PatternSet>, record: Option<&RecordTransform>) -> Reads
     reads
 }
 
-/// The record as patterns and transforms see it, holding what `reads` names:
-/// its metadata, and its payload decoded (and parsed when it is JSON) under
-/// the payload's key.
+/// `data` as patterns and transforms see it, holding what `reads` names:
+/// payload fields decoded, and parsed when they are JSON, at the top level
+/// under their key. Built field by field, so an encoded payload is never
+/// copied only to be replaced.
 fn view<'a>(envelope: &dyn Envelope, data: &'a Value, reads: &Reads) -> Cow<'a, Value> {
     let fields = envelope.payload_fields(data);
     let (false, Some(object)) = (fields.is_empty(), data.as_object()) else {
