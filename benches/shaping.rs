@@ -150,10 +150,14 @@ fn main() {
     let jq = shaper(&format!(
         "{FILTERS}    format: raw\n    transform: {{ record: '{{id: .body.detail.orderId, total: .body.detail.total, items: (.body.detail.items | length), gold: (.body.detail.customer.tier == \"gold\")}}' }}\n"
     ));
-    // Iterating `.[]` takes the program outside the projections evaluated
-    // directly: this one runs on jaq's interpreter.
-    let jq_interpreted = shaper(&format!(
+    // Collecting over a list is still a projection.
+    let jq_collect = shaper(&format!(
         "{FILTERS}    format: raw\n    transform: {{ record: '{{id: .body.detail.orderId, skus: [.body.detail.items[].sku]}}' }}\n"
+    ));
+    // A builtin such as `ascii_downcase` takes the program outside the
+    // projections: this one runs on jaq's interpreter.
+    let jq_interpreted = shaper(&format!(
+        "{FILTERS}    format: raw\n    transform: {{ record: '{{id: .body.detail.orderId, skus: [.body.detail.items[].sku | ascii_downcase]}}' }}\n"
     ));
     let template = shaper(&format!(
         "{FILTERS}    format: raw\n    transform:\n      input_paths: {{ id: $.body.detail.orderId, total: $.body.detail.total, tier: $.body.detail.customer.tier }}\n      input_template: '{{\"id\": <id>, \"total\": <total>, \"tier\": \"<tier>\"}}'\n"
@@ -171,6 +175,7 @@ fn main() {
     group.bench_function("parse", each(&events, &parse));
     group.bench_function("parse+filter", each(&events, &|e| run(&filter_only, e)));
     group.bench_function("parse+filter+jq", each(&events, &|e| run(&jq, e)));
+    group.bench_function("parse+filter+jq-collect", each(&events, &|e| run(&jq_collect, e)));
     group.bench_function("parse+filter+jq-interpreted", each(&events, &|e| run(&jq_interpreted, e)));
     group.bench_function("parse+filter+template", each(&events, &|e| run(&template, e)));
     group.bench_function("parse+filter+cloudevents", each(&events, &|e| run(&cloudevents, e)));
@@ -187,6 +192,7 @@ fn main() {
     for (name, s) in [
         ("parse + filter (3 patterns) + raw", &filter_only),
         ("parse + filter + jq record map", &jq),
+        ("parse + filter + jq collecting", &jq_collect),
         ("parse + filter + jq, interpreted", &jq_interpreted),
         ("parse + filter + input template", &template),
         ("parse + filter + cloudevents", &cloudevents),

@@ -13,9 +13,13 @@
 //!   `null`), paths of keys and non-negative indices (`.a.b`, `.["k"]`, `.[0]`);
 //! - object construction with literal keys (`{a: f, "b": g, c}`), arrays of
 //!   single values (`[f, g]`), pipes;
-//! - `==`, `!=`, `and`, `or`, `//`, `not`, `length`.
+//! - `==`, `!=`, `and`, `or`, `//`, `not`, `length`;
+//! - collecting over a list: `[.items[]]`, `[.items[].sku]`,
+//!   `[.items[] | {sku, qty}]`, `map(f)`, where what follows `[]` is one of
+//!   these forms.
 //!
-//! Every form yields exactly one value, so the program does too. Whatever
+//! Every form yields exactly one value, so the program does too (a collection
+//! yields its one list). Whatever
 //! jaq would report as an error (indexing a string, the length of a boolean)
 //! is not decided here: evaluation gives up and the program runs on jaq,
 //! which produces the error. jaq remains the definition of the semantics;
@@ -44,6 +48,8 @@ pub enum Projection {
     Alternative(Box<Projection>, Box<Projection>),
     Not,
     Length,
+    /// `[source[] | each]`.
+    Collect(Box<Projection>, Box<Projection>),
 }
 
 #[derive(Debug)]
@@ -138,6 +144,24 @@ impl Projection {
                 whole(&Projection::Id, reads);
                 None
             }
+            Projection::Collect(source, each) => {
+                let Some(list) = source.located(input, reads) else {
+                    each.located(None, reads);
+                    return None;
+                };
+                // What `each` reads of an element, which the list's reads
+                // pass to every element. Which keys an element has is not
+                // passed on (see `Reads`): an element's length reads it whole.
+                let mut element = Reads::nothing();
+                if let Some(output) = each.located(Some(Vec::new()), &mut element) {
+                    element.add_path(&output);
+                }
+                if matches!(element, Reads::Keys { every_key: true, .. }) {
+                    element = Reads::All;
+                }
+                reads.add_at(&list, &element);
+                None
+            }
         }
     }
 
@@ -178,6 +202,14 @@ impl Projection {
             }
             Projection::Not => Cow::Owned(Value::Bool(!truthy(input))),
             Projection::Length => Cow::Owned(length(input)?),
+            Projection::Collect(source, each) => match &*source.apply(input)? {
+                Value::Array(items) => Cow::Owned(Value::Array(
+                    items.iter().map(|i| each.apply(i).map(Cow::into_owned)).collect::<Result<_, _>>()?,
+                )),
+                // Objects iterate their values in jaq's key order; anything
+                // else is an error there.
+                _ => return Err(Undecided),
+            },
         })
     }
 }
@@ -192,6 +224,9 @@ fn from_term(term: &Term<&str>) -> Option<Projection> {
             _ => return None,
         },
         Term::Str(None, parts) => Projection::Literal(Value::String(literal(parts)?)),
+        Term::Call("map", args) if args.len() == 1 => {
+            Projection::Collect(Box::new(Projection::Id), Box::new(from_term(&args[0])?))
+        }
         Term::Call(name, args) if args.is_empty() => match *name {
             "true" => Projection::Literal(Value::Bool(true)),
             "false" => Projection::Literal(Value::Bool(false)),
@@ -227,6 +262,7 @@ fn from_term(term: &Term<&str>) -> Option<Projection> {
                 .collect::<Option<_>>()?,
         ),
         Term::Arr(None) => Projection::Literal(Value::Array(Vec::new())),
+        Term::Arr(Some(inner)) if let Some(collect) = collect(inner) => collect,
         Term::Arr(Some(items)) => {
             let mut out = Vec::new();
             commas(items, &mut out)?;
@@ -246,6 +282,36 @@ fn from_term(term: &Term<&str>) -> Option<Projection> {
         }
         _ => return None,
     })
+}
+
+/// `[p[]]`, `[p[].q]` and `[p[] | f]` (`p`, `q` paths without iteration).
+fn collect(inner: &Term<&str>) -> Option<Projection> {
+    let (path_term, rest) = match inner {
+        Term::BinOp(left, BinaryOp::Pipe(None), right) => (&**left, Some(&**right)),
+        other => (other, None),
+    };
+    let Term::Path(base, path) = path_term else { return None };
+    let iterate = path.0.iter().position(|part| matches!(part, (Part::Range(None, None), Opt::Essential)))?;
+    let steps = |parts: &[(Part<Term<&str>>, Opt)]| {
+        parts
+            .iter()
+            .map(|(part, opt)| match (part, opt) {
+                (Part::Index(index), Opt::Essential) => step(index),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+    };
+    let source = Projection::Path(Box::new(from_term(base)?), steps(&path.0[..iterate])?);
+    let after = steps(&path.0[iterate + 1..])?;
+    let each = match (after.is_empty(), rest) {
+        (true, None) => Projection::Id,
+        (true, Some(f)) => from_term(f)?,
+        (false, None) => Projection::Path(Box::new(Projection::Id), after),
+        (false, Some(f)) => {
+            Projection::Pipe(Box::new(Projection::Path(Box::new(Projection::Id), after)), Box::new(from_term(f)?))
+        }
+    };
+    Some(Projection::Collect(Box::new(source), Box::new(each)))
 }
 
 /// The items of `[a, b, c]`: commas are allowed only there, where each

@@ -61,6 +61,13 @@ impl Reads {
         }
     }
 
+    /// Adds what `other` reads of the value at `path`.
+    pub fn add_at<S: AsRef<str>>(&mut self, path: &[S], other: &Reads) {
+        if let Some(reads) = self.at(path) {
+            reads.add(other);
+        }
+    }
+
     /// The reads at `path`, created as nothing where missing; `None` when
     /// everything there is read already.
     fn at<S: AsRef<str>>(&mut self, path: &[S]) -> Option<&mut Reads> {
