@@ -49,6 +49,7 @@ pub fn spawn_async_mapping(
     tracker.spawn(async move {
         // Ends when the source has stopped and dropped its sender.
         while let Some(mut record) = rx.recv().await {
+            record.materialize();
             let payload = if shaper.is_passthrough() {
                 Bytes::from(record.data.to_string())
             } else {

@@ -72,6 +72,7 @@ mod tests {
             data: serde_json::Value::Null,
             size,
             created_at: SystemTime::now(),
+            deferred: None,
             ack: Ack::none(),
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
-use switchyard_sdk::{Envelope, Outcome, Record};
+use switchyard_sdk::{Deferred, Envelope, Outcome, Record};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +15,7 @@ use super::batch::Pending;
 use super::failure::{Failure, FailureRoute};
 use crate::function::{Function, Invocation, InvokeError, Wait};
 use crate::queue::backoff;
-use crate::shape::Item;
+use crate::shape::{Item, Shaped};
 
 pub struct Lane {
     settings: Settings,
@@ -109,10 +109,17 @@ impl Lane {
                 }
                 self.metrics.batch_size.record(batch.len() as f64);
                 // A passthrough shaper writes Lambda's event straight from the
-                // records (`Envelope::write_event`).
-                let items: Vec<Item> =
-                    batch.iter().map(|r| Item { id: &r.id, time: r.created_at, data: &r.data }).collect();
-                let event = match self.settings.shaper.event(self.envelope.as_ref(), &items) {
+                // records (`Envelope::write_event`), or from what the source
+                // kept of them (`Envelope::write_deferred`).
+                let event = match self.deferred_event(&mut batch) {
+                    Some(event) => Ok(event),
+                    None => {
+                        let items: Vec<Item> =
+                            batch.iter().map(|r| Item { id: &r.id, time: r.created_at, data: &r.data }).collect();
+                        self.settings.shaper.event(self.envelope.as_ref(), &items)
+                    }
+                };
+                let event = match event {
                     Ok(event) => event,
                     Err(error) => {
                         self.fail(batch, Failure::TransformFailed(error)).await;
@@ -200,6 +207,23 @@ impl Lane {
     }
 
     /// Sends records older than `max_record_age` to `on_failure`; returns the rest.
+    /// The event of a passthrough lane whose records are all deferred,
+    /// written by the envelope from what the source kept; `None` otherwise,
+    /// with every record materialized for the shaper.
+    fn deferred_event(&self, batch: &mut [Record]) -> Option<Shaped> {
+        if self.settings.shaper.is_passthrough() && batch.iter().all(|r| r.deferred.is_some()) {
+            let deferred: Vec<&dyn Deferred> = batch.iter().filter_map(|r| r.deferred.as_deref()).collect();
+            let mut out = Vec::new();
+            if self.envelope.write_deferred(&deferred, &mut out) {
+                return Some(Shaped { payload: out.into(), headers: Vec::new() });
+            }
+        }
+        batch.iter_mut().for_each(|r| {
+            r.materialize();
+        });
+        None
+    }
+
     async fn expire(&self, batch: Vec<Record>) -> Vec<Record> {
         let Some(max_age) = self.settings.retry.max_record_age else {
             return batch;

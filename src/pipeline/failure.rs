@@ -57,7 +57,8 @@ impl FailureRoute {
         records: &[Record],
         failure: &Failure,
     ) -> Result<(), String> {
-        let data: Vec<&Value> = records.iter().map(|r| &r.data).collect();
+        let values: Vec<_> = records.iter().map(Record::value).collect();
+        let data: Vec<&Value> = values.iter().map(|v| &**v).collect();
         let event = envelope.event(&data);
         let request_id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();

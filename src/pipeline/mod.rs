@@ -86,7 +86,7 @@ async fn route(mut records: mpsc::Receiver<Record>, lane: Arc<Lane>, tracker: Ta
     let shaping = !shaper.is_passthrough();
     while let Some(mut record) = records.recv().await {
         if shaping {
-            match shaper.admit(lane.envelope(), &mut record.data) {
+            match shaper.admit(lane.envelope(), record.materialize()) {
                 Admit::Keep => {}
                 Admit::Skip => {
                     record.ack.complete(Outcome::Delivered);

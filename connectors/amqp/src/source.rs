@@ -184,6 +184,7 @@ fn record(epoch: u64, delivery: Delivery, acks: &mpsc::UnboundedSender<(Tag, Out
         data: message_data(properties, delivery.redelivered, &delivery.data),
         size: delivery.data.len(),
         created_at: created_at(properties),
+        deferred: None,
         ack: Ack::channel(Tag { epoch, delivery_tag: delivery.delivery_tag }, acks.clone()),
     }
 }

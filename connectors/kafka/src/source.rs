@@ -177,6 +177,7 @@ impl Task {
             data: record_data(message),
             size,
             created_at: created_at(message.timestamp()),
+            deferred: None,
             ack: Ack::channel(tag, self.ack_tx.clone()),
         })
     }

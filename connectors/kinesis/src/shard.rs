@@ -251,6 +251,7 @@ impl ShardReader {
             size: record.data().as_ref().len(),
             created_at: created_at(&record),
             data,
+            deferred: None,
             ack: Ack::channel((index, self.epoch), self.ack_tx.clone()),
         })
     }

@@ -6,7 +6,13 @@
 //! any transform: a mapping with batch size 1 gets the payload itself, as an
 //! AWS IoT rule delivers it; a larger batch size gets the documented batch
 //! shape, every time, even when a window closes on a single message.
+//!
+//! The source hands its records out deferred ([`MessageRecord`]): a
+//! passthrough mapping's event is written straight from the messages, and a
+//! record's JSON object is built only when a filter, a transform or a
+//! failure destination reads it. Both ways write the same bytes (tested).
 
+use std::any::Any;
 use std::time::SystemTime;
 
 use base64::Engine;
@@ -14,7 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::IgnoredAny;
 use serde_json::Value;
-use switchyard_sdk::{Envelope, PayloadField, object, write_json, write_str};
+use switchyard_sdk::{Deferred, Envelope, PayloadField, object, write_json, write_str};
 
 use crate::conn::Message;
 
@@ -52,6 +58,62 @@ pub(crate) fn message_data(message: &Message, received_at: SystemTime) -> Value 
         object.insert("properties".into(), properties.clone());
     }
     data
+}
+
+/// An MQTT record as the source keeps it: the message, and when this
+/// connection received it.
+#[derive(Debug)]
+pub(crate) struct MessageRecord {
+    pub(crate) message: Message,
+    pub(crate) received_at: SystemTime,
+}
+
+impl Deferred for MessageRecord {
+    fn value(&self) -> Value {
+        message_data(&self.message, self.received_at)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// One element of the batch's `records`, written from the message as
+/// [`write_batch_record`] writes it from [`message_data`]'s object: its keys in
+/// the object's (sorted) order, a JSON payload last under `payload`.
+fn write_message_record(record: &MessageRecord, out: &mut Vec<u8>) {
+    let message = &record.message;
+    let json = is_json(&message.payload);
+    out.push(b'{');
+    if !json {
+        out.extend_from_slice(br#""data":"#);
+        write_str(out, &STANDARD.encode(&message.payload));
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""dup":"#);
+    write_json(out, &message.dup);
+    out.extend_from_slice(br#","messageId":"#);
+    match message.qos {
+        0 => out.extend_from_slice(b"null"),
+        _ => write_json(out, &message.pkid),
+    }
+    if let Some(properties) = &message.properties {
+        out.extend_from_slice(br#","properties":"#);
+        write_json(out, properties);
+    }
+    out.extend_from_slice(br#","qos":"#);
+    write_json(out, &message.qos);
+    out.extend_from_slice(br#","receivedAt":"#);
+    write_str(out, &rfc3339_ms(record.received_at));
+    out.extend_from_slice(br#","retain":"#);
+    write_json(out, &message.retain);
+    out.extend_from_slice(br#","topic":"#);
+    write_str(out, &message.topic);
+    if json {
+        out.extend_from_slice(br#","payload":"#);
+        out.extend_from_slice(&message.payload);
+    }
+    out.push(b'}');
 }
 
 /// `2025-01-01T12:00:00.123Z`.
@@ -136,21 +198,48 @@ fn write_batch_record(record: &Value, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// `{"eventSource": "switchyard:mqtt", "records": [...]}`, each record
+/// written by `write`.
+fn write_batch<T>(records: &[T], out: &mut Vec<u8>, write: impl Fn(&T, &mut Vec<u8>)) {
+    out.extend_from_slice(br#"{"eventSource":"#);
+    write_str(out, EVENT_SOURCE);
+    out.extend_from_slice(br#","records":["#);
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(record, out);
+    }
+    out.extend_from_slice(b"]}");
+}
+
 impl Envelope for MqttEnvelope {
     fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
         if let ([one], true) = (records, self.single) {
             return write_payload_event(one, out);
         }
-        out.extend_from_slice(br#"{"eventSource":"#);
-        write_str(out, EVENT_SOURCE);
-        out.extend_from_slice(br#","records":["#);
-        for (i, record) in records.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
+        write_batch(records, out, |record, out| write_batch_record(record, out));
+    }
+
+    fn write_deferred(&self, records: &[&dyn Deferred], out: &mut Vec<u8>) -> bool {
+        let Some(messages) =
+            records.iter().map(|r| r.as_any().downcast_ref::<MessageRecord>()).collect::<Option<Vec<&MessageRecord>>>()
+        else {
+            return false;
+        };
+        if let ([one], true) = (messages.as_slice(), self.single) {
+            let payload = &one.message.payload;
+            if is_json(payload) {
+                out.extend_from_slice(payload);
+            } else {
+                out.extend_from_slice(br#"{"data":"#);
+                write_str(out, &STANDARD.encode(payload));
+                out.push(b'}');
             }
-            write_batch_record(record, out);
+            return true;
         }
-        out.extend_from_slice(b"]}");
+        write_batch(&messages, out, |record, out| write_message_record(record, out));
+        true
     }
 
     fn payload_fields(&self, _record: &Value) -> &'static [PayloadField] {
@@ -237,6 +326,51 @@ mod tests {
         let fields = envelope.payload_fields(&record);
         assert_eq!(fields, [PayloadField::base64("data")]);
         assert_eq!(fields[0].bytes(&record).as_deref(), Some(&br#"{"t":1}"#[..]));
+    }
+
+    #[test]
+    fn deferred_records_write_the_same_event() {
+        let mut with_properties = message(br#"{"a":[1,{"b":null}]}"#, 1);
+        with_properties.properties = Some(json!({"contentType": "application/json", "userProperties": [["k", "v"]]}));
+        with_properties.topic = "devices/\"quoted\"/é".into();
+        let mut retained = message(&[0xff, 0x00, 0x01], 0);
+        retained.retain = true;
+        retained.dup = true;
+        let messages = [
+            message(br#"{"t":21.5}"#, 1),
+            message(b"on", 1),
+            message(b" [1, 2] ", 0),
+            message(b"", 1),
+            with_properties,
+            retained,
+        ];
+        let records: Vec<MessageRecord> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| MessageRecord {
+                message: m.clone(),
+                received_at: UNIX_EPOCH + AT + Duration::from_millis(i as u64),
+            })
+            .collect();
+        let values: Vec<Value> = records.iter().map(Deferred::value).collect();
+        for envelope in [MqttEnvelope::single(), MqttEnvelope::batch()] {
+            for n in 0..=records.len() {
+                for start in 0..records.len() - n.min(records.len()) + 1 {
+                    let deferred: Vec<&dyn Deferred> =
+                        records[start..start + n].iter().map(|r| r as &dyn Deferred).collect();
+                    let value_refs: Vec<&Value> = values[start..start + n].iter().collect();
+                    let (mut direct, mut written) = (Vec::new(), Vec::new());
+                    assert!(envelope.write_deferred(&deferred, &mut direct));
+                    envelope.write_event(&value_refs, &mut written);
+                    assert_eq!(
+                        String::from_utf8_lossy(&direct),
+                        String::from_utf8_lossy(&written),
+                        "{envelope:?}, records {start}..{}",
+                        start + n
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{MqttSourceConfig, Protocol, SourceSettings};
 use crate::conn::{self, Client, Events, Failure, Message, Polled, Session};
-use crate::envelope::{MqttEnvelope, message_data};
+use crate::envelope::{MessageRecord, MqttEnvelope};
 
 /// How long connecting and subscribing may take together.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -247,7 +247,11 @@ impl Task<'_> {
                 // spreads a topic over replicas: no order is promised.
                 scope: None,
                 key: None,
-                data: message_data(&held.message, held.received_at),
+                data: serde_json::Value::Null,
+                deferred: Some(Box::new(MessageRecord {
+                    message: held.message.clone(),
+                    received_at: held.received_at,
+                })),
                 size: held.message.payload.len(),
                 created_at: held.received_at,
                 ack: Ack::channel(delivery, self.acks.clone()),
@@ -696,7 +700,7 @@ mod tests {
 
         task.release_due();
         let again = task.hand_out().expect("the retried message comes back");
-        assert!(again.id.starts_with("t/a:5:") && again.data["dup"] == json!(true));
+        assert!(again.id.starts_with("t/a:5:") && again.value()["dup"] == json!(true));
         assert_eq!(task.awaiting_acks(), 1);
 
         task.forget_connection();

@@ -561,6 +561,7 @@ impl Task<'_> {
             data: message_data(&message.subject, &delivery, message.headers.as_ref(), &message.payload),
             size: message.payload.len(),
             created_at: delivery.published(),
+            deferred: None,
             ack: Ack::channel(token, self.acks.clone()),
         };
         let again = subject.is_some().then(|| Again {
@@ -677,6 +678,7 @@ impl Task<'_> {
                 data,
                 size: again.size,
                 created_at: again.created_at,
+                deferred: None,
                 ack: Ack::channel(token, self.acks.clone()),
             };
             self.insert_ready(token, record);

@@ -108,7 +108,16 @@ impl ScheduleSource {
                 tracing::warn!(mapping = %name, reason = %r, "schedule tick was not delivered");
             }
         });
-        Record { id, scope: None, key: None, size: data.to_string().len(), data, created_at: fire.into(), ack }
+        Record {
+            id,
+            scope: None,
+            key: None,
+            size: data.to_string().len(),
+            data,
+            created_at: fire.into(),
+            ack,
+            deferred: None,
+        }
     }
 }
 

@@ -31,6 +31,6 @@ pub use error::ConnectorError;
 pub use payload::{Encoding, PayloadField, payload_value, payload_value_reading};
 pub use reads::Reads;
 pub use record::{
-    Batch, Envelope, Record, RecordsEnvelope, SingleEnvelope, object, write_json, write_records, write_str,
+    Batch, Deferred, Envelope, Record, RecordsEnvelope, SingleEnvelope, object, write_json, write_records, write_str,
 };
 pub use source::{Destination, Source, SourceContext, SourceState, set_state};

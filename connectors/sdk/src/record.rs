@@ -1,3 +1,5 @@
+use std::any::Any;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,12 +20,47 @@ pub struct Record {
     /// The ordering key inside the scope, for `parallelization` > 1.
     pub key: Option<Bytes>,
     /// The record as the function sees it (one element of SQS's `Records`, ...).
+    /// `Null` while the record is [`Record::deferred`].
     pub data: Value,
+    /// The record as the source kept it, when the source writes its JSON
+    /// straight into events ([`Envelope::write_deferred`]); built as `data`
+    /// only when something reads it ([`Record::materialize`]).
+    pub deferred: Option<Box<dyn Deferred>>,
     /// Payload size in bytes, counted against a batch's `max_bytes`.
     pub size: usize,
     /// When the broker or caller first accepted the record (for `max_record_age`).
     pub created_at: SystemTime,
     pub ack: Ack,
+}
+
+impl Record {
+    /// The record's JSON, built from what the source kept when deferred.
+    pub fn value(&self) -> Cow<'_, Value> {
+        match &self.deferred {
+            Some(deferred) => Cow::Owned(deferred.value()),
+            None => Cow::Borrowed(&self.data),
+        }
+    }
+
+    /// Builds `data` of a deferred record (filters, transforms and failure
+    /// records read it); returns it.
+    pub fn materialize(&mut self) -> &mut Value {
+        if let Some(deferred) = self.deferred.take() {
+            self.data = deferred.value();
+        }
+        &mut self.data
+    }
+}
+
+/// A record a source keeps as it came (an MQTT message, say) and writes
+/// straight into the event: a record's `serde_json` object costs more than
+/// the message it describes, and most batches are only written.
+pub trait Deferred: Send + Sync + std::fmt::Debug {
+    /// The record's JSON, as [`Record::data`] holds it once materialized.
+    fn value(&self) -> Value;
+
+    /// For the envelope that knows the concrete type.
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// The records of one invocation.
@@ -53,6 +90,13 @@ pub trait Envelope: Send + Sync {
     /// as they are, never copied into an event tree first: this runs for
     /// every batch of every source.
     fn write_event(&self, records: &[&Value], out: &mut Vec<u8>);
+
+    /// Writes the event for deferred records straight from what their source
+    /// kept, as `write_event` writes it for their values; `false` when this
+    /// envelope cannot (the records are then materialized).
+    fn write_deferred(&self, _records: &[&dyn Deferred], _out: &mut Vec<u8>) -> bool {
+        false
+    }
 
     /// The event as a JSON value, for batch transforms and failure records.
     fn event(&self, records: &[&Value]) -> Value {

@@ -770,6 +770,7 @@ fn record(
         data: message_data(message, &shared.arn, &shared.region),
         size: message.body().map_or(0, str::len),
         created_at: created_at(message),
+        deferred: None,
         ack: Ack::new(move |outcome| {
             // The source is gone when the settler is: the message returns
             // after its visibility timeout.

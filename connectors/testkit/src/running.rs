@@ -30,10 +30,14 @@ pub fn start(mapping: &str, source: Box<dyn Source>) -> Running {
 }
 
 impl Running {
-    /// The next record, or a panic naming the source's state.
+    /// The next record, or a panic naming the source's state. A deferred
+    /// record comes materialized, as filters and failure records see it.
     pub async fn next(&mut self, within: Duration) -> Record {
         match tokio::time::timeout(within, self.rx.recv()).await {
-            Ok(Some(record)) => record,
+            Ok(Some(mut record)) => {
+                record.materialize();
+                record
+            }
             Ok(None) => panic!("the source stopped sending records"),
             Err(_) => panic!("no record within {within:?} (state {:?})", *self.state.borrow()),
         }

@@ -100,7 +100,8 @@ pub fn start_as(mapping: &str, source: MqttSource) -> Running {
 
 /// The bytes of a record's base64 `data`.
 pub fn payload_bytes(record: &Record) -> Vec<u8> {
-    let encoded = record.data.get("data").and_then(|v| v.as_str()).expect("a record has data");
+    let value = record.value();
+    let encoded = value.get("data").and_then(|v| v.as_str()).expect("a record has data");
     STANDARD.decode(encoded).expect("data is base64")
 }
 
@@ -111,8 +112,9 @@ pub fn payload(record: &Record) -> String {
 
 /// Fails the test unless no record arrives within `within`.
 pub async fn assert_quiet(running: &mut Running, within: Duration) {
-    if let Ok(Some(record)) = tokio::time::timeout(within, running.rx.recv()).await {
-        panic!("expected no record, got {} ({})", record.id, record.data);
+    if let Ok(Some(mut record)) = tokio::time::timeout(within, running.rx.recv()).await {
+        record.materialize();
+        panic!("expected no record, got {} ({})", record.id, record.value());
     }
 }
 

@@ -265,6 +265,7 @@ fn record(topic: &str, scope: &Arc<str>, entry: LogEntry, ack: Ack) -> Record {
             "value": entry.payload,
         }),
         created_at: entry.appended_at,
+        deferred: None,
         ack,
     }
 }

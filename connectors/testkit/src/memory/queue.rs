@@ -243,6 +243,7 @@ fn record(delivery: Delivery, ack: Ack) -> Record {
             "attributes": { "ApproximateReceiveCount": delivery.receive_count.to_string() },
         }),
         created_at: delivery.sent_at,
+        deferred: None,
         ack,
     }
 }

@@ -109,6 +109,7 @@ impl Source for BrokenQueueSource {
                     size: delivery.body.len(),
                     data: json!({ "body": delivery.body }),
                     created_at: delivery.sent_at,
+                    deferred: None,
                     ack,
                 });
             }
@@ -284,6 +285,7 @@ impl Source for BrokenLogSource {
                 size: entry.payload.len(),
                 data: json!({ "partition": partition, "offset": offset, "value": entry.payload }),
                 created_at: entry.appended_at,
+                deferred: None,
                 ack: Ack::channel(tag, ack_tx.clone()),
             };
             tokio::select! {
