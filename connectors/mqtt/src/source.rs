@@ -437,15 +437,35 @@ impl Task<'_> {
                         if let Some(record) = self.hand_out() {
                             permit.send(record);
                         }
+                        // Whatever else is ready goes out while the channel
+                        // has room, without another round of this select:
+                        // each round is futures polled and, often, a task
+                        // woken on the other core.
+                        while !self.ready.is_empty() {
+                            let Ok(permit) = out.try_reserve() else { break };
+                            match self.hand_out() {
+                                Some(record) => permit.send(record),
+                                None => break,
+                            }
+                        }
                     }
                     // The engine is gone: same as a shutdown.
                     Err(_) => return Ended::Shutdown,
                 },
-                event = connection.events.recv(), if reading => match event {
-                    Ok(Polled::Publish(message)) => self.receive(message),
-                    Ok(_) => {}
-                    Err(failure) => return Ended::Lost(failure.text),
-                },
+                event = connection.events.recv(), if reading => {
+                    // The messages already waiting come in together.
+                    let mut event = Some(event);
+                    while let Some(polled) = event.take() {
+                        match polled {
+                            Ok(Polled::Publish(message)) => self.receive(message),
+                            Ok(_) => {}
+                            Err(failure) => return Ended::Lost(failure.text),
+                        }
+                        if self.ready.len() < limit {
+                            event = connection.events.try_recv();
+                        }
+                    }
+                }
             }
         }
     }
