@@ -210,7 +210,6 @@ impl Lane {
         }
     }
 
-    /// Sends records older than `max_record_age` to `on_failure`; returns the rest.
     /// The event of a passthrough lane whose records are all deferred,
     /// written by the envelope from what the source kept; `None` otherwise,
     /// with every record materialized for the shaper.
@@ -230,6 +229,7 @@ impl Lane {
         None
     }
 
+    /// Sends records older than `max_record_age` to `on_failure`; returns the rest.
     async fn expire(&self, batch: Vec<Record>) -> Vec<Record> {
         let Some(max_age) = self.settings.retry.max_record_age else {
             return batch;

@@ -299,11 +299,7 @@ mod tests {
     #[test]
     fn projections_name_what_they_read() {
         let reads = |code: &str| Projection::compile(code).unwrap().reads();
-        let paths = |paths: &[&[&str]]| {
-            let mut reads = Reads::nothing();
-            paths.iter().for_each(|p| reads.add_path(p));
-            reads
-        };
+        let paths = |paths: &[&[&str]]| Reads::paths(paths);
         let mut counted = paths(&[&["detail", "id"]]);
         counted.add_length(&["items"]);
         assert_eq!(reads("{id: .detail.id, n: (.items | length)}"), counted);

@@ -251,10 +251,7 @@ fn payload_bytes(value: &Value) -> Bytes {
 
 /// What `filter` and `record` read of a record together.
 fn reads(filter: Option<&PatternSet>, record: Option<&RecordTransform>) -> Reads {
-    let mut reads = Reads::nothing();
-    for path in filter.map(PatternSet::paths).unwrap_or_default() {
-        reads.add_path(&path);
-    }
+    let mut reads = Reads::paths(filter.map(PatternSet::paths).unwrap_or_default());
     match record {
         None => {}
         Some(RecordTransform::Jq(jq)) => reads.add(&jq.reads()),

@@ -28,7 +28,7 @@ pub use backoff::Backoff;
 pub use checkpoint::OffsetTracker;
 pub use chunk::chunks;
 pub use error::ConnectorError;
-pub use payload::{Encoding, PayloadField, payload_value, payload_value_reading};
+pub use payload::{Encoding, PayloadField, payload_value};
 pub use reads::Reads;
 pub use record::{
     Batch, Deferred, Envelope, Record, RecordsEnvelope, SingleEnvelope, object, write_json, write_records, write_str,

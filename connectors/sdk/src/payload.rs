@@ -114,7 +114,7 @@ pub fn payload_value(bytes: &[u8]) -> Value {
 
 /// As [`payload_value`], keeping of a JSON payload only what `reads` names.
 /// JSON is UTF-8, so text that is not UTF-8 is not JSON either.
-pub fn payload_value_reading(bytes: &[u8], reads: &Reads) -> Value {
+fn payload_value_reading(bytes: &[u8], reads: &Reads) -> Value {
     match std::str::from_utf8(bytes) {
         Ok(text) => reads.parse(text).unwrap_or_else(|_| Value::String(text.to_string())),
         Err(_) => Value::String(STANDARD.encode(bytes)),

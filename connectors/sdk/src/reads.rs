@@ -41,6 +41,15 @@ impl Reads {
         NOTHING.clone()
     }
 
+    /// What reads these paths whole (see [`Reads::add_path`]).
+    pub fn paths<P: AsRef<[S]>, S: AsRef<str>>(paths: impl IntoIterator<Item = P>) -> Reads {
+        let mut reads = Reads::nothing();
+        for path in paths {
+            reads.add_path(path.as_ref());
+        }
+        reads
+    }
+
     pub fn is_all(&self) -> bool {
         matches!(self, Reads::All)
     }
@@ -319,11 +328,7 @@ mod tests {
     use super::*;
 
     fn reads(paths: &[&[&str]]) -> Reads {
-        let mut reads = Reads::nothing();
-        for path in paths {
-            reads.add_path(path);
-        }
-        reads
+        Reads::paths(paths)
     }
 
     #[test]

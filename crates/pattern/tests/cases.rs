@@ -6,7 +6,7 @@
 use serde_json::{Map, Value, json};
 use switchyard_pattern::{Pattern, PatternError, PatternSet};
 
-mod prune;
+use switchyard_sdk::Reads;
 
 fn table() -> Value {
     serde_json::from_str(include_str!("cases.json")).expect("cases.json is valid JSON")
@@ -55,7 +55,7 @@ fn match_table() {
         let mut crowd = decoys();
         crowd.insert(2, pattern_json.clone());
         let crowded = PatternSet::new(&crowd).expect("compiles among decoys");
-        let trie = prune::Trie::new(&pattern.paths());
+        let cut = Reads::paths(pattern.paths());
         for (key, expected) in [("match", true), ("no_match", false)] {
             for (i, event) in field(case, key).as_array().expect("events are an array").iter().enumerate() {
                 let event = resolve(event, shared);
@@ -64,7 +64,7 @@ fn match_table() {
                     ("Pattern", pattern.matches(&event)),
                     ("PatternSet of one", alone.matches(&event)),
                     ("PatternSet among decoys", crowded.matches(&event)),
-                    ("PatternSet of one, on the event cut to its paths", alone.matches(&trie.prune(&event))),
+                    ("PatternSet of one, on the event cut to its paths", alone.matches(&cut.prune(&event))),
                 ];
                 for (how, result) in got {
                     if result != expected {

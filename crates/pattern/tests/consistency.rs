@@ -5,7 +5,7 @@
 use serde_json::{Map, Value, json};
 use switchyard_pattern::{Pattern, PatternSet};
 
-mod prune;
+use switchyard_sdk::Reads;
 
 /// xorshift64*: deterministic, no dependency.
 struct Rng(u64);
@@ -138,7 +138,7 @@ fn set_agrees_with_or_of_patterns() {
         let set = PatternSet::new(&sources).expect("the same patterns compile as a set");
         let singles: Vec<PatternSet> =
             sources.iter().map(|p| PatternSet::new(std::slice::from_ref(p)).expect("compiles")).collect();
-        let trie = prune::Trie::new(&set.paths());
+        let reads = Reads::paths(set.paths());
         for _ in 0..60 {
             let event = event(&mut rng);
             let expected = patterns.iter().any(|p| p.matches(&event));
@@ -148,7 +148,7 @@ fn set_agrees_with_or_of_patterns() {
                 "round {round}: set disagrees with the patterns on event {event}\npatterns: {}",
                 Value::Array(sources.clone())
             );
-            let cut = trie.prune(&event);
+            let cut = reads.prune(&event);
             assert_eq!(
                 set.matches(&cut),
                 expected,
