@@ -98,7 +98,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let function_list: Vec<Arc<Function>> = functions.values().cloned().collect();
     let checkpoints = store.clone();
-    let queue = Arc::new(AsyncQueue::new(store, config.state.max_queued_events.get(), &function_list).await?);
+    let queue = Arc::new(
+        AsyncQueue::new(store, &config.state.dir, config.state.max_queued_events.get(), &function_list).await?,
+    );
 
     // Supervised function processes live until everything else has stopped.
     let processes_stop = CancellationToken::new();

@@ -75,7 +75,7 @@ async fn start_with(
         serde_json::from_value(json!({"http": {"url": function.url()}, "concurrency": 4})).unwrap();
     let f = Arc::new(Function::new("f", &config, reqwest::Client::new()).unwrap());
     let store = Store::open(dir.path()).unwrap();
-    let queue = Arc::new(AsyncQueue::new(store, 1000, std::slice::from_ref(&f)).await.unwrap());
+    let queue = Arc::new(AsyncQueue::new(store, dir.path(), 1000, std::slice::from_ref(&f)).await.unwrap());
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (state, _) = tokio::sync::watch::channel(SourceState::Starting);

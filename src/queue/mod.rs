@@ -10,11 +10,13 @@
 #[cfg(feature = "kinesis")]
 pub mod checkpoints;
 mod dispatch;
+pub mod log;
 pub mod record;
 pub mod store;
 mod worker;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -27,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use crate::destination::{Target, target};
 use crate::function::Function;
 use dispatch::Dispatcher;
+use log::{AcceptLog, LogSettings};
 pub use store::{DeadLetter, NewEvent, Phase, QueuedEvent, Selection, Store, StoreError, now_ms};
 use worker::Routes;
 pub use worker::backoff;
@@ -51,6 +54,8 @@ impl Drop for Accepting<'_> {
 
 pub struct AsyncQueue {
     store: Store,
+    /// Where accepted events are made durable first (see [`log`]).
+    log: AcceptLog,
     max_queued: usize,
     /// Events in the queue, all functions; refreshed from the store by
     /// [`AsyncQueue::refresh_metrics`] so replays from the CLI are counted.
@@ -62,15 +67,19 @@ pub struct AsyncQueue {
 }
 
 impl AsyncQueue {
-    pub async fn new(store: Store, max_queued: usize, functions: &[Arc<Function>]) -> Result<Self, StoreError> {
+    /// A queue on `store`, with its accept log in `dir`; what the log held
+    /// from the last run is queued before this returns.
+    pub async fn new(
+        store: Store,
+        dir: &Path,
+        max_queued: usize,
+        functions: &[Arc<Function>],
+    ) -> Result<Self, StoreError> {
+        let wakeups: HashMap<String, Arc<Notify>> =
+            functions.iter().map(|f| (f.name.to_string(), Arc::new(Notify::new()))).collect();
+        let log = AcceptLog::open(dir, store.clone(), wakeups.clone(), LogSettings::default()).await?;
         let depth: u64 = store.depths().await?.iter().map(|(_, n, _)| n).sum();
-        Ok(Self {
-            store,
-            max_queued,
-            depth: AtomicI64::new(depth as i64),
-            accepting: AtomicI64::new(0),
-            wakeups: functions.iter().map(|f| (f.name.to_string(), Arc::new(Notify::new()))).collect(),
-        })
+        Ok(Self { store, log, max_queued, depth: AtomicI64::new(depth as i64), accepting: AtomicI64::new(0), wakeups })
     }
 
     pub fn store(&self) -> &Store {
@@ -91,22 +100,24 @@ impl AsyncQueue {
             return Err(AcceptError::Full(depth));
         }
         let request_id = uuid::Uuid::new_v4().to_string();
-        let queued = self
-            .store
-            .enqueue(NewEvent {
-                request_id: request_id.clone(),
-                function: function.to_string(),
-                source: source.to_string(),
-                payload,
-                enqueued_at: now_ms(),
-            })
-            .await;
+        let event = NewEvent {
+            request_id: request_id.clone(),
+            function: function.to_string(),
+            source: source.to_string(),
+            payload,
+            enqueued_at: now_ms(),
+        };
+        // The log wakes the function once the event is in the queue.
+        let queued = if self.log.fits(&event) {
+            self.log.append(event).await
+        } else {
+            self.store.enqueue(event).await.map(|_| self.wake(function))
+        };
         drop(accepting);
         if let Err(error) = queued {
             self.depth.fetch_sub(1, Ordering::AcqRel);
             return Err(error.into());
         }
-        self.wake(function);
         Ok(request_id)
     }
 
@@ -168,7 +179,7 @@ impl AsyncQueue {
         if let Ok(depths) = self.store.depths().await {
             let total: u64 = depths.iter().map(|(_, n, _)| n).sum();
             let accepting = self.accepting.load(Ordering::Acquire).max(0);
-            self.depth.store(total as i64 + accepting, Ordering::Release);
+            self.depth.store(total as i64 + accepting + self.log.unmoved().max(0), Ordering::Release);
             for f in functions {
                 let (n, oldest) = depths
                     .iter()

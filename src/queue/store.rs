@@ -4,8 +4,11 @@
 //! One thread owns the connection. Callers send it jobs; it runs every job
 //! waiting at that moment inside one transaction and commits once (group
 //! commit), and only after the commit, which with `synchronous=FULL` in WAL mode
-//! means after fsync, does any caller hear back. So a 202 is never sent for an
-//! event that a crash could lose, and many concurrent accepts share one fsync.
+//! means after fsync, does any caller hear back. So nothing a caller was told
+//! is stored can be lost by a crash, and many concurrent jobs share one fsync.
+//! The one exception is the accept log's moves (queue/log.rs), committed
+//! without a sync: the log keeps their events until a later synced commit
+//! covers them.
 
 use std::path::{Path, PathBuf};
 
@@ -32,7 +35,9 @@ const QUEUE_MAX: usize = 4096;
 
 #[derive(Clone)]
 pub struct Store {
-    jobs: mpsc::Sender<Job>,
+    /// Jobs, each with whether its commit must be synced before it hears
+    /// back (every job but the accept log's moves).
+    jobs: mpsc::Sender<(Job, bool)>,
     path: PathBuf,
 }
 
@@ -161,6 +166,13 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     record BLOB
 );
 CREATE INDEX IF NOT EXISTS dead_letters_function ON dead_letters (function, id);
+-- How far the accept log (queue/log.rs) has been moved into async_events:
+-- the last sequence number moved, written in the same transaction as the
+-- events it covers.
+CREATE TABLE IF NOT EXISTS accept_log (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    moved_seq INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     mapping TEXT NOT NULL,
     scope TEXT NOT NULL,
@@ -241,8 +253,50 @@ impl Store {
             })
         });
         let closed = || StoreError { path: path.clone(), message: "the writer thread has stopped".into() };
-        self.jobs.send(job).await.map_err(|_| closed())?;
+        self.jobs.send((job, true)).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?.map_err(|message| StoreError { path: path.clone(), message })
+    }
+
+    /// The last accept-log sequence number moved into the queue (0: none).
+    pub async fn log_moved(&self) -> Result<u64, StoreError> {
+        self.call_one(|c| {
+            c.query_row("SELECT moved_seq FROM accept_log WHERE id = 0", [], |r| r.get::<_, i64>(0))
+                .optional()
+                .map(|seq| seq.unwrap_or(0) as u64)
+        })
+        .await
+    }
+
+    /// Queues events taken from the accept log and records `last_seq` as
+    /// moved, in one transaction; `done` hears the outcome after the commit
+    /// and gets the events back either way. Unless `durable`, the commit is
+    /// not synced: it becomes durable with the next synced commit, which
+    /// the log asks for before it reuses the space of moved events. Does not
+    /// wait, and must not be called from the runtime: the accept log's
+    /// thread calls it.
+    pub fn move_logged(
+        &self,
+        events: Vec<NewEvent>,
+        last_seq: u64,
+        durable: bool,
+        done: impl FnOnce(Moved) + Send + 'static,
+    ) {
+        let job = move_job(events, last_seq, done);
+        if let Err(mpsc::error::SendError((job, _))) = self.jobs.blocking_send((job, durable)) {
+            // The writer thread has stopped: answer as a failed commit would.
+            job(None)(Some("the writer thread has stopped"));
+        }
+    }
+
+    /// As [`Store::move_logged`], synced and awaited (recovery at start).
+    pub async fn move_recovered(&self, events: Vec<NewEvent>, last_seq: u64) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job = move_job(events, last_seq, move |moved| {
+            let _ = tx.send(moved.outcome);
+        });
+        let error = |message: String| StoreError { path: self.path.display().to_string(), message };
+        self.jobs.send((job, true)).await.map_err(|_| error("the writer thread has stopped".into()))?;
+        rx.await.map_err(|_| error("the writer thread has stopped".into()))?.map_err(error)
     }
 
     pub async fn enqueue(&self, event: NewEvent) -> Result<i64, StoreError> {
@@ -501,6 +555,42 @@ fn insert_event(c: &Connection, e: &NewEvent) -> rusqlite::Result<i64> {
     Ok(c.last_insert_rowid())
 }
 
+/// What became of a move from the accept log.
+pub struct Moved {
+    pub events: Vec<NewEvent>,
+    pub last_seq: u64,
+    /// `Err` with why, when the events were not queued.
+    pub outcome: Result<(), String>,
+}
+
+fn move_job(events: Vec<NewEvent>, last_seq: u64, done: impl FnOnce(Moved) + Send + 'static) -> Job {
+    Box::new(move |conn| {
+        let inserted = match conn {
+            Some(conn) => in_savepoint(conn, |c| {
+                for event in &events {
+                    insert_event(c, event)?;
+                }
+                c.prepare_cached(
+                    "INSERT INTO accept_log (id, moved_seq) VALUES (0, ?1) \
+                     ON CONFLICT (id) DO UPDATE SET moved_seq = excluded.moved_seq",
+                )?
+                .execute([last_seq as i64])
+                .map(|_| ())
+            })
+            .map_err(|e| e.to_string()),
+            None => Err("cannot begin a transaction".to_string()),
+        };
+        Box::new(move |commit_error: Option<&str>| {
+            let outcome = match (inserted, commit_error) {
+                (Ok(()), None) => Ok(()),
+                (Err(e), _) => Err(e),
+                (_, Some(e)) => Err(format!("commit failed: {e}")),
+            };
+            done(Moved { events, last_seq, outcome })
+        })
+    })
+}
+
 fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {
     Ok(QueuedEvent {
         id: r.get(0)?,
@@ -557,16 +647,29 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::R
     }
 }
 
-fn writer(conn: Connection, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(first) = jobs.blocking_recv() {
+fn writer(conn: Connection, mut jobs: mpsc::Receiver<(Job, bool)>) {
+    let mut synced = true;
+    while let Some((first, durable)) = jobs.blocking_recv() {
         let mut group = vec![first];
+        let mut sync = durable;
         while group.len() < GROUP_MAX {
             match jobs.try_recv() {
-                Ok(job) => group.push(job),
+                Ok((job, durable)) => {
+                    group.push(job);
+                    sync |= durable;
+                }
                 Err(_) => break,
             }
         }
-        if let Err(error) = conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])) {
+        // A synced commit also makes every unsynced one before it durable:
+        // the write-ahead log is one file, synced whole.
+        let begun = if sync == synced {
+            Ok(())
+        } else {
+            conn.pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" }).map(|()| synced = sync)
+        }
+        .and_then(|()| conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut s| s.execute([])).map(|_| ()));
+        if let Err(error) = begun {
             tracing::error!(%error, "state store cannot begin a transaction");
             let replies: Vec<Reply> = group.into_iter().map(|job| job(None)).collect();
             let message = error.to_string();
