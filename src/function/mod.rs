@@ -94,7 +94,7 @@ pub fn lambda_error(error_type: &str, message: &str) -> Bytes {
 }
 
 enum Kind {
-    Http(HttpFunction),
+    Http(Box<HttpFunction>),
     Lambda(LambdaFunction),
 }
 
@@ -156,7 +156,7 @@ impl Function {
     pub fn new(name: &str, config: &FunctionConfig, client: reqwest::Client) -> anyhow::Result<Self> {
         let arn = function_arn(name);
         let kind = match (&config.http, &config.lambda) {
-            (Some(http), _) => Kind::Http(HttpFunction::new(name, http, client)?),
+            (Some(http), _) => Kind::Http(Box::new(HttpFunction::new(name, http, client)?)),
             (None, Some(lambda)) => Kind::Lambda(LambdaFunction::new(name, &arn, lambda, config.concurrency.get())),
             (None, None) => anyhow::bail!("functions.{name}: expected a function kind: http or lambda"),
         };
