@@ -10,11 +10,12 @@
 //! milliseconds later, recording in the same transaction the last sequence
 //! number moved. At start, whatever the log holds beyond that number is moved
 //! first, so an event that got its 202 is never lost and never queued twice
-//! by the log.
+//! by the log. Moves are committed without a sync of their own; one synced
+//! move per filled segment makes the earlier ones durable too.
 //!
 //! Segments are files of a fixed size, zero-filled when created and reused
-//! once every record in them has been moved, so a sync never has to record a
-//! file growing. A record is
+//! once every record in them has been durably moved, so a sync never has to
+//! record a file growing. A record is
 //!
 //! ```text
 //! len u32 | crc32 u32 | seq u64 | enqueued_at i64 | request_id, function, source (u16 length + bytes each) | payload
@@ -197,6 +198,8 @@ struct Writer {
     durable: u64,
     /// The next move is to be synced (a segment was filled).
     want_durable: bool,
+    /// Acknowledged events not yet moved: sequence number, event, when it
+    /// was written.
     unmoved_events: VecDeque<(u64, NewEvent, Instant)>,
     unmoved_bytes: usize,
     unmoved: Arc<AtomicI64>,
