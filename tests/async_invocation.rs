@@ -1,7 +1,8 @@
 //! The durable async queue, end to end: retries and their headers, Lambda's
 //! destination records, the dead-letter store and its CLI, event age,
 //! Retry-After, the queue bound, payload limits, function destinations, and
-//! that no accepted event is lost to SIGKILL or SIGTERM.
+//! that no accepted event is lost to SIGKILL or SIGTERM, nor queued twice
+//! from the accept log.
 
 mod common;
 
@@ -432,6 +433,64 @@ async fn kill9_loses_no_accepted_event() {
         after.len(),
         calls.len(),
         calls.len() - seen.len()
+    );
+}
+
+/// Events the accept log holds at a SIGKILL, not yet moved into the SQLite
+/// queue, are queued at the next start, and each only once. The function is
+/// unreachable, so nothing leaves the queue: afterwards it holds every event
+/// that got a 202, no event twice, and beyond those at most the posts in
+/// flight at the kill (written, their 202 lost with the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_queues_each_logged_event_once() {
+    const TOTAL: u64 = 3000;
+    const TASKS: usize = 16;
+    let text = config(&closed_url(), "", &async_hook());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sy = Switchyard::start_in(dir.path(), &text, &[]);
+    let count = Arc::new(AtomicUsize::new(0));
+    let posting = tokio::spawn(post_all(sy.url(HOOK), (0..TOTAL).collect(), TASKS, count.clone()));
+    eventually(Duration::from_secs(30), "1000 accepted events", async || {
+        (count.load(Ordering::SeqCst) >= 1000).then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| sy.kill9());
+    let accepted = posting.await.unwrap();
+    assert!(accepted.len() < TOTAL as usize, "the kill came while posts were still going");
+
+    // The restart queues what the log held before it listens; the second
+    // kill leaves the queue as it is for reading.
+    let mut sy = Switchyard::start_in(dir.path(), &text, &[]);
+    let recovered: u64 = sy
+        .logs()
+        .iter()
+        .filter(|l| l["message"] == "queued the events the accept log held from the last run")
+        .filter_map(|l| l["events"].as_u64())
+        .sum();
+    tokio::task::block_in_place(|| sy.kill9());
+
+    let db = rusqlite::Connection::open(dir.path().join("state").join("switchyard.db")).unwrap();
+    let mut stmt = db.prepare("SELECT payload FROM async_events").unwrap();
+    let queued: Vec<u64> = stmt
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|payload| {
+            let event: Value = serde_json::from_slice(&payload.unwrap()).unwrap();
+            let body: Value = serde_json::from_str(event["body"].as_str().unwrap()).unwrap();
+            body["n"].as_u64().unwrap()
+        })
+        .collect();
+    let distinct: BTreeSet<u64> = queued.iter().copied().collect();
+    assert_eq!(distinct.len(), queued.len(), "an event was queued twice");
+    let lost: Vec<&u64> = accepted.difference(&distinct).collect();
+    assert!(lost.is_empty(), "accepted before the kill but not queued: {lost:?}");
+    let extra = distinct.len() - accepted.len();
+    assert!(extra <= TASKS, "{extra} events queued that got no 202; at most {TASKS} posts were in flight");
+    println!(
+        "kill9 with the log: {} accepted, {} of them queued from the log at restart, {} queued without their 202",
+        accepted.len(),
+        recovered,
+        extra
     );
 }
 
