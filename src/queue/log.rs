@@ -29,6 +29,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,20 +67,13 @@ const GROUP_MAX: usize = 512;
 /// After a failed move, wait before trying again rather than spin.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
-/// The largest payload a segment of `segment_size` bytes can hold.
-fn payload_max(settings: &LogSettings, event: &NewEvent) -> u64 {
-    settings
-        .segment_size
-        .saturating_sub((HEADER + FIXED + event.request_id.len() + event.function.len() + event.source.len()) as u64)
-}
-
 /// An event read back from the log, with its sequence number.
 type Logged = (u64, NewEvent);
 /// An append waiting to be written, and how to answer it.
 type Append = (NewEvent, oneshot::Sender<Result<(), String>>);
 
 enum Message {
-    Append(NewEvent, oneshot::Sender<Result<(), String>>),
+    Append(Append),
     /// A move finished: its outcome waits in the writer's `moved` channel.
     Wake,
 }
@@ -136,7 +130,6 @@ impl AcceptLog {
             unmoved_events: VecDeque::new(),
             unmoved_bytes: 0,
             unmoved: unmoved.clone(),
-            moving: false,
             moving_seqs: Vec::new(),
             moving_durable: false,
             abandon: false,
@@ -157,14 +150,14 @@ impl AcceptLog {
 
     /// Whether `event` fits in a segment (else it goes to the store directly).
     pub fn fits(&self, event: &NewEvent) -> bool {
-        event.payload.len() as u64 <= payload_max(&self.settings, event)
+        record_size(event) as u64 <= self.settings.segment_size
     }
 
     /// Appends `event`; resolves once it is durable.
     pub async fn append(&self, event: NewEvent) -> Result<(), StoreError> {
         let error = |message: String| StoreError { path: self.path.display().to_string(), message };
         let (tx, rx) = oneshot::channel();
-        self.messages.send(Message::Append(event, tx)).map_err(|_| error("the log's thread has stopped".into()))?;
+        self.messages.send(Message::Append((event, tx))).map_err(|_| error("the log's thread has stopped".into()))?;
         rx.await.map_err(|_| error("the log's thread has stopped".into()))?.map_err(error)
     }
 
@@ -203,10 +196,9 @@ struct Writer {
     unmoved_events: VecDeque<(u64, NewEvent, Instant)>,
     unmoved_bytes: usize,
     unmoved: Arc<AtomicI64>,
-    /// A move is with the store (one at a time, so `moved` only grows past
-    /// events that were queued).
-    moving: bool,
-    /// The sequence numbers of the events being moved, in order.
+    /// The sequence numbers of the events of the move that is with the
+    /// store, in order; empty when none is. One move at a time, so `moved`
+    /// only grows past events that were queued.
     moving_seqs: Vec<u64>,
     /// The move under way is synced.
     moving_durable: bool,
@@ -235,7 +227,7 @@ impl Writer {
             if self.unmoved_bytes >= UNMOVED_MAX_BYTES {
                 // Appends wait in the channel (their callers wait for the
                 // answer) until a move has made room.
-                if !self.moving {
+                if !self.moving() {
                     if let Some(retry) = self.retry_at {
                         std::thread::sleep(retry.saturating_duration_since(Instant::now()));
                     }
@@ -263,12 +255,12 @@ impl Writer {
                 },
             };
             let mut group = Vec::new();
-            if let Message::Append(event, reply) = message {
-                group.push((event, reply));
+            if let Message::Append(append) = message {
+                group.push(append);
             }
             while group.len() < GROUP_MAX {
                 match messages.try_recv() {
-                    Ok(Message::Append(event, reply)) => group.push((event, reply)),
+                    Ok(Message::Append(append)) => group.push(append),
                     Ok(Message::Wake) => {}
                     Err(_) => break,
                 }
@@ -285,7 +277,7 @@ impl Writer {
     /// How long until the next move should start; `None` when none is due.
     fn move_due(&self) -> Option<Duration> {
         let (_, _, oldest) = self.unmoved_events.front()?;
-        if self.moving {
+        if self.moving() {
             return None;
         }
         let now = Instant::now();
@@ -300,18 +292,16 @@ impl Writer {
     }
 
     fn start_move(&mut self) {
-        if self.moving || self.unmoved_events.is_empty() {
+        if self.moving() || self.unmoved_events.is_empty() {
             return;
         }
         let n = self.unmoved_events.len().min(self.settings.move_max);
         let mut events = Vec::with_capacity(n);
-        self.moving_seqs.clear();
         for (seq, event, _) in self.unmoved_events.drain(..n) {
             self.moving_seqs.push(seq);
             events.push(event);
         }
         let last_seq = *self.moving_seqs.last().expect("one event at least");
-        self.moving = true;
         self.moving_durable = self.want_durable;
         self.want_durable = false;
         let (moved_tx, wake) = (self.moved_tx.clone(), self.wake.clone());
@@ -321,10 +311,14 @@ impl Writer {
         });
     }
 
+    fn moving(&self) -> bool {
+        !self.moving_seqs.is_empty()
+    }
+
     fn moved(&mut self, moved: Moved) {
-        self.moving = false;
         match moved.outcome {
             Ok(()) => {
+                self.moving_seqs.clear();
                 self.retry_at = None;
                 self.moved = moved.last_seq;
                 if self.moving_durable {
@@ -541,7 +535,8 @@ fn read_segments(dir: &Path, moved: u64) -> Result<(Vec<Segment>, Vec<Logged>), 
             .write(true)
             .open(&path)
             .map_err(|e| format!("{}: open: {e}", path.display()))?;
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: read: {e}", path.display()))?;
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes).map_err(|e| format!("{}: read: {e}", path.display()))?;
         let mut at = 0;
         let mut previous: Option<u64> = None;
         while let Some((size, seq, event)) = decode(&bytes[at..]) {

@@ -290,13 +290,7 @@ impl Store {
 
     /// As [`Store::move_logged`], synced and awaited (recovery at start).
     pub async fn move_recovered(&self, events: Vec<NewEvent>, last_seq: u64) -> Result<(), StoreError> {
-        let (tx, rx) = oneshot::channel();
-        let job = move_job(events, last_seq, move |moved| {
-            let _ = tx.send(moved.outcome);
-        });
-        let error = |message: String| StoreError { path: self.path.display().to_string(), message };
-        self.jobs.send((job, true)).await.map_err(|_| error("the writer thread has stopped".into()))?;
-        rx.await.map_err(|_| error("the writer thread has stopped".into()))?.map_err(error)
+        self.call(move |c| insert_moved(c, &events, last_seq)).await
     }
 
     pub async fn enqueue(&self, event: NewEvent) -> Result<i64, StoreError> {
@@ -563,21 +557,25 @@ pub struct Moved {
     pub outcome: Result<(), String>,
 }
 
+/// Queues `events` and records `last_seq` as the accept log's moved point.
+fn insert_moved(c: &Connection, events: &[NewEvent], last_seq: u64) -> rusqlite::Result<()> {
+    for event in events {
+        insert_event(c, event)?;
+    }
+    c.prepare_cached(
+        "INSERT INTO accept_log (id, moved_seq) VALUES (0, ?1) \
+         ON CONFLICT (id) DO UPDATE SET moved_seq = excluded.moved_seq",
+    )?
+    .execute([last_seq as i64])
+    .map(|_| ())
+}
+
+/// [`Store::move_logged`]'s job: unlike [`Store::call`]'s, it hands the
+/// events back to the log whatever the outcome, so a failed move loses none.
 fn move_job(events: Vec<NewEvent>, last_seq: u64, done: impl FnOnce(Moved) + Send + 'static) -> Job {
     Box::new(move |conn| {
         let inserted = match conn {
-            Some(conn) => in_savepoint(conn, |c| {
-                for event in &events {
-                    insert_event(c, event)?;
-                }
-                c.prepare_cached(
-                    "INSERT INTO accept_log (id, moved_seq) VALUES (0, ?1) \
-                     ON CONFLICT (id) DO UPDATE SET moved_seq = excluded.moved_seq",
-                )?
-                .execute([last_seq as i64])
-                .map(|_| ())
-            })
-            .map_err(|e| e.to_string()),
+            Some(conn) => in_savepoint(conn, |c| insert_moved(c, &events, last_seq)).map_err(|e| e.to_string()),
             None => Err("cannot begin a transaction".to_string()),
         };
         Box::new(move |commit_error: Option<&str>| {
