@@ -14,6 +14,10 @@
 //!    of events posted, timed from the first post to the last delivery.
 //!
 //! Switchyard's peak RSS (VmHWM) is reported after the run.
+//!
+//! `-- --accept-only [--rounds 3] [--connections 32]` runs only the second
+//! measurement, alternating the bare handler and the durable accept, and
+//! prints each round's ratio and the median.
 
 mod support;
 
@@ -223,6 +227,43 @@ async fn wait_ready(client: &HttpClient, port: u16) {
     panic!("switchyard did not become ready");
 }
 
+/// `--accept-only`: alternates the bare handler and the durable accept for
+/// `rounds` rounds and prints each round's ratio and the median, for quick
+/// comparisons of accept-path changes. Switchyard's pid goes to stderr so a
+/// profiler can attach.
+async fn accept_rounds(
+    client: &HttpClient,
+    bare: &str,
+    accept: &str,
+    connections: usize,
+    duration: Duration,
+    rounds: usize,
+    pid: u32,
+) {
+    eprintln!("switchyard pid {pid}");
+    load(client, accept, 32, Duration::from_millis(500), 202).await;
+    let mut ratios = Vec::new();
+    println!("{connections} connections\n");
+    println!("| round | bare 202/s | durable 202/s | ratio | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for round in 1..=rounds {
+        let bare = load(client, bare, connections, duration, 202).await;
+        eprintln!("accept run {round} starts");
+        let accepted = load(client, accept, connections, duration, 202).await;
+        let ratio = accepted.rps() / bare.rps();
+        ratios.push(ratio);
+        println!(
+            "| {round} | {:.0} | {:.0} | {ratio:.2} | {:.2} |",
+            bare.rps(),
+            accepted.rps(),
+            accepted.percentile(0.99)
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!("\n- async accept ratio, median of {rounds}: {:.2}", ratios[ratios.len() / 2]);
+    println!("- Switchyard peak RSS: {:.1} MB", support::peak_rss_mb(pid));
+}
+
 fn row(name: &str, s: &Stats) -> String {
     format!("| {name} | {:.0} | {:.3} | {:.3} | {} |", s.rps(), s.percentile(0.5), s.percentile(0.99), s.errors)
 }
@@ -262,6 +303,16 @@ async fn main() {
     let bare_url = format!("http://{bare}/");
     let bare_process_url = format!("http://{bare_process_addr}/");
 
+    if std::env::args().any(|a| a == "--accept-only") {
+        let rounds: usize =
+            std::env::args().skip_while(|a| a != "--rounds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+        let connections: usize =
+            std::env::args().skip_while(|a| a != "--connections").nth(1).and_then(|s| s.parse().ok()).unwrap_or(32);
+        let _ = bare_process.kill();
+        accept_rounds(&client, &bare_url, &accept_url, connections, duration, rounds, switchyard.id()).await;
+        let _ = switchyard.kill();
+        return;
+    }
     // Warm up connections and caches.
     load(&client, &direct_url, 4, Duration::from_millis(500), 200).await;
     load(&client, &sync_url, 4, Duration::from_millis(500), 200).await;
