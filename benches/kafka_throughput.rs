@@ -95,6 +95,7 @@ async fn main() {
         total: records,
         bare_label: "bare rdkafka consumer",
         bare,
+        bare_cpu: None,
         switchyard_label: "Switchyard → HTTP function (from the first records at the function)",
         run,
         goal: 0.5,

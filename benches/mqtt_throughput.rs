@@ -137,7 +137,7 @@ async fn main() {
 async fn round(port: u16, messages: usize, window: usize, batch: usize) -> support::Report<'static> {
     prefill(port, messages).await;
 
-    let bare = bare_subscriber(port, messages).await;
+    let (bare, bare_cpu) = support::with_cpu(bare_subscriber(port, messages)).await;
 
     let count = Arc::new(AtomicUsize::new(0));
     let function = support::counting_function("records", count.clone()).await;
@@ -152,6 +152,7 @@ async fn round(port: u16, messages: usize, window: usize, batch: usize) -> suppo
         total: messages,
         bare_label: "bare rumqttc subscriber (QoS 1)",
         bare,
+        bare_cpu: Some(bare_cpu),
         switchyard_label: "Switchyard → HTTP function (from the first records at the function)",
         run,
         goal: 0.7,

@@ -78,7 +78,7 @@ async fn round(js: &jetstream::Context, url: &str, messages: usize) -> support::
     .expect("create stream");
     prefill(js, &format!("{subject}.reading"), messages).await;
 
-    let bare = bare_consumer(js, &stream_name, messages).await;
+    let (bare, bare_cpu) = support::with_cpu(bare_consumer(js, &stream_name, messages)).await;
 
     let count = Arc::new(AtomicUsize::new(0));
     let function = support::counting_function("records", count.clone()).await;
@@ -94,6 +94,7 @@ async fn round(js: &jetstream::Context, url: &str, messages: usize) -> support::
         total: messages,
         bare_label: "bare async-nats pull consumer (ack each)",
         bare,
+        bare_cpu: Some(bare_cpu),
         switchyard_label: "Switchyard → HTTP function (from the first records at the function)",
         run,
         goal: 0.7,

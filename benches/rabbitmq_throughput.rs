@@ -117,6 +117,7 @@ async fn round(url: &str, messages: usize, prefetch: u16, batch: usize) -> suppo
         total: messages,
         bare_label: "bare lapin consumer (multiple-ack every half prefetch)",
         bare,
+        bare_cpu: None,
         switchyard_label: "Switchyard → HTTP function (from the first records at the function)",
         run,
         goal: 0.7,

@@ -126,6 +126,7 @@ async fn main() {
         total: messages,
         bare_label: "bare aws-sdk-sqs loops (receive 10, delete batch)",
         bare,
+        bare_cpu: None,
         switchyard_label: "Switchyard → HTTP function (from the first records at the function)",
         run,
         goal: 0.8,

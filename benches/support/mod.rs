@@ -22,6 +22,26 @@ pub fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
+/// CPU time (user and system) a process has used so far.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf only reads a constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// Runs `work` and returns its result with the CPU time this process spent
+/// meanwhile (all threads): the bare client's CPU cost, measured while
+/// nothing else in the bench process runs.
+pub async fn with_cpu<T>(work: impl std::future::Future<Output = T>) -> (T, Duration) {
+    let before = process_cpu(std::process::id());
+    let out = work.await;
+    (out, process_cpu(std::process::id()).saturating_sub(before))
+}
+
 /// A trivial function that counts the records of each event it gets: the
 /// list under `field` (`records` for NATS and MQTT), or the lists inside the
 /// object under it (`records` for Kafka, `rmqMessagesByQueue` for RabbitMQ).
@@ -52,6 +72,8 @@ pub struct Run {
     /// Records counted by the end of `startup`.
     pub first: usize,
     pub peak_rss_mb: f64,
+    /// Switchyard's CPU time over the whole run, start-up included.
+    pub cpu: Duration,
 }
 
 impl Run {
@@ -97,6 +119,7 @@ pub async fn run_until(config: &str, count: &AtomicUsize, expected: usize) -> Ru
         startup,
         first,
         peak_rss_mb: peak_rss_mb(child.id()),
+        cpu: process_cpu(child.id()),
     };
     // SAFETY: signalling our own child.
     unsafe {
@@ -119,6 +142,8 @@ pub struct Report<'a> {
     pub total: usize,
     pub bare_label: &'a str,
     pub bare: Duration,
+    /// The bare client's CPU time, where the bench measures it.
+    pub bare_cpu: Option<Duration>,
     pub switchyard_label: &'a str,
     pub run: Run,
     pub goal: f64,
@@ -153,6 +178,20 @@ impl Report<'_> {
             overall / bare_rate
         );
         println!("- delivered {} of {}", self.run.delivered, self.total);
+        let per = |cpu: Duration, n: usize| cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+        match self.bare_cpu {
+            Some(bare_cpu) => println!(
+                "- CPU per {}: Switchyard {:.1} µs (start-up included), bare client {:.1} µs",
+                unit.trim_end_matches('s'),
+                per(self.run.cpu, self.run.delivered),
+                per(bare_cpu, self.total)
+            ),
+            None => println!(
+                "- CPU per {}: Switchyard {:.1} µs (start-up included)",
+                unit.trim_end_matches('s'),
+                per(self.run.cpu, self.run.delivered)
+            ),
+        }
         println!("- Switchyard peak RSS: {:.1} MB", self.run.peak_rss_mb);
     }
 }
