@@ -311,6 +311,7 @@ async fn main() {
         let _ = bare_process.kill();
         accept_rounds(&client, &bare_url, &accept_url, connections, duration, rounds, switchyard.id()).await;
         let _ = switchyard.kill();
+        let _ = switchyard.wait();
         return;
     }
     // Warm up connections and caches.
