@@ -1,13 +1,21 @@
 //! One JetStream message's JSON, and the event around a batch of them.
+//!
+//! The source hands unordered records out deferred ([`MessageRecord`]): a
+//! passthrough mapping's event is written straight from the messages, and a
+//! record's JSON object (and its base64 payload) is built only when a
+//! filter, a transform or a failure destination reads it. Both ways write
+//! the same bytes (tested).
 
+use std::any::Any;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use switchyard_sdk::{Envelope, PayloadField, object, write_json, write_str};
+use switchyard_sdk::{Deferred, Envelope, PayloadField, object, write_json, write_str};
 
 /// What a JetStream delivery says about the message besides its subject,
 /// headers and payload (the `$JS.ACK` reply subject carries it).
@@ -73,6 +81,57 @@ pub fn message_data(subject: &str, delivery: &Delivery, headers: Option<&HeaderM
     ])
 }
 
+/// A record as the source keeps it: the message's parts.
+#[derive(Debug)]
+pub struct MessageRecord {
+    pub subject: String,
+    pub delivery: Delivery,
+    pub headers: Option<HeaderMap>,
+    pub payload: Bytes,
+}
+
+impl Deferred for MessageRecord {
+    fn value(&self) -> Value {
+        message_data(&self.subject, &self.delivery, self.headers.as_ref(), &self.payload)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Writes the record as [`message_data`]'s object serializes: its keys in
+/// the object's (sorted) order.
+fn write_message_record(record: &MessageRecord, out: &mut Vec<u8>) {
+    let delivery = &record.delivery;
+    out.extend_from_slice(br#"{"consumer":"#);
+    write_str(out, &delivery.consumer);
+    out.extend_from_slice(br#","consumerSequence":"#);
+    write_json(out, &delivery.consumer_sequence);
+    out.extend_from_slice(br#","data":""#);
+    // Base64 needs no JSON escaping.
+    let start = out.len();
+    out.resize(start + base64::encoded_len(record.payload.len(), true).unwrap_or(0), 0);
+    let written = STANDARD.encode_slice(&record.payload, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    out.extend_from_slice(br#"","deliveryCount":"#);
+    write_json(out, &delivery.delivered);
+    out.extend_from_slice(br#","headers":"#);
+    match &record.headers {
+        Some(headers) => write_json(out, &header_object(headers)),
+        None => out.extend_from_slice(b"{}"),
+    }
+    out.extend_from_slice(br#","stream":"#);
+    write_str(out, &delivery.stream);
+    out.extend_from_slice(br#","streamSequence":"#);
+    write_json(out, &delivery.stream_sequence);
+    out.extend_from_slice(br#","subject":"#);
+    write_str(out, &record.subject);
+    out.extend_from_slice(br#","timestamp":"#);
+    write_str(out, &timestamp(delivery.published()));
+    out.push(b'}');
+}
+
 /// RFC 3339 in UTC with milliseconds: `2026-01-02T03:04:05.678Z`.
 pub fn timestamp(at: SystemTime) -> String {
     DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -102,15 +161,40 @@ impl NatsEnvelope {
     }
 }
 
-impl Envelope for NatsEnvelope {
-    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+impl NatsEnvelope {
+    /// `{"eventSource": ..., "stream": ..., "consumer": ..., "records":`
+    fn write_head(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(br#"{"eventSource":"switchyard:nats","stream":"#);
         write_str(out, &self.stream);
         out.extend_from_slice(br#","consumer":"#);
         write_str(out, &self.consumer);
         out.extend_from_slice(br#","records":"#);
+    }
+}
+
+impl Envelope for NatsEnvelope {
+    fn write_event(&self, records: &[&Value], out: &mut Vec<u8>) {
+        self.write_head(out);
         write_json(out, records);
         out.push(b'}');
+    }
+
+    fn write_deferred(&self, records: &[&dyn Deferred], out: &mut Vec<u8>) -> bool {
+        let Some(messages) =
+            records.iter().map(|r| r.as_any().downcast_ref::<MessageRecord>()).collect::<Option<Vec<&MessageRecord>>>()
+        else {
+            return false;
+        };
+        self.write_head(out);
+        out.push(b'[');
+        for (i, message) in messages.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_message_record(message, out);
+        }
+        out.extend_from_slice(b"]}");
+        true
     }
 
     /// `NatsBatchInfo`: the sequence and time range the records span. The
@@ -200,6 +284,39 @@ mod tests {
             })
         );
         assert_eq!(message_data("s", &delivery, None, b"")["headers"], json!({}));
+    }
+
+    #[test]
+    fn deferred_records_write_the_same_event() {
+        let mut headers = HeaderMap::new();
+        headers.append("Nats-Msg-Id", "m-\"1\"");
+        headers.append("X-Tag", "a");
+        headers.append("X-Tag", "b");
+        let records: Vec<MessageRecord> = [
+            (&b"{\"id\":1}"[..], None),
+            (&b""[..], Some(headers)),
+            (&[0xff, 0x00, 0x01, 0x02][..], Some(HeaderMap::new())),
+            (&b"x"[..], None),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (payload, headers))| MessageRecord {
+            subject: format!("orders.\"é\".{i}"),
+            delivery: Delivery::from_reply(&format!("$JS.ACK.ORDERS.c1.{}.10{i}.7.{NANOS}.0", i + 1)).unwrap(),
+            headers,
+            payload: Bytes::copy_from_slice(payload),
+        })
+        .collect();
+        let values: Vec<Value> = records.iter().map(Deferred::value).collect();
+        let envelope = NatsEnvelope::new("ORDERS", "c\"1");
+        for n in 0..=records.len() {
+            let deferred: Vec<&dyn Deferred> = records[..n].iter().map(|r| r as &dyn Deferred).collect();
+            let value_refs: Vec<&Value> = values[..n].iter().collect();
+            let (mut direct, mut written) = (Vec::new(), Vec::new());
+            assert!(envelope.write_deferred(&deferred, &mut direct));
+            envelope.write_event(&value_refs, &mut written);
+            assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&written), "{n} records");
+        }
     }
 
     #[test]

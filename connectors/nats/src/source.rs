@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
 use switchyard_sdk::{
-    Ack, Backoff, ConnectorError, Envelope, Outcome, Record, Source, SourceContext, SourceState, set_state,
+    Ack, Backoff, ConnectorError, Deferred, Envelope, Outcome, Record, Source, SourceContext, SourceState, set_state,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client;
 use crate::config::{NatsSourceConfig, Servers};
-use crate::envelope::{Delivery, NatsEnvelope, message_data};
+use crate::envelope::{Delivery, MessageRecord, NatsEnvelope, message_data};
 
 /// How long connecting, checking the stream and the consumer and
 /// subscribing may take together before the attempt counts as failed.
@@ -554,14 +554,29 @@ impl Task<'_> {
         if let Some(subject) = &subject {
             self.by_subject.entry(subject.clone()).or_default().entries.insert((delivery.stream_sequence, token));
         }
+        let id = format!("{}:{}", delivery.stream, delivery.stream_sequence);
+        let (size, created_at) = (message.payload.len(), delivery.published());
+        // Ordered records keep their JSON for a rewind (see `again`); the
+        // others are written into the event straight from the message.
+        let (data, deferred) = if subject.is_some() {
+            (message_data(&message.subject, &delivery, message.headers.as_ref(), &message.payload), None)
+        } else {
+            let record = MessageRecord {
+                subject: message.subject.to_string(),
+                delivery: delivery.clone(),
+                headers: message.headers,
+                payload: message.payload,
+            };
+            (serde_json::Value::Null, Some(Box::new(record) as Box<dyn Deferred>))
+        };
         let record = Record {
-            id: format!("{}:{}", delivery.stream, delivery.stream_sequence),
+            id,
             scope: subject.clone(),
             key: None,
-            data: message_data(&message.subject, &delivery, message.headers.as_ref(), &message.payload),
-            size: message.payload.len(),
-            created_at: delivery.published(),
-            deferred: None,
+            data,
+            size,
+            created_at,
+            deferred,
             ack: Ack::channel(token, self.acks.clone()),
         };
         let again = subject.is_some().then(|| Again {
