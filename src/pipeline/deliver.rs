@@ -18,7 +18,7 @@ use crate::queue::backoff;
 use crate::shape::{Item, Shaped};
 
 /// What a deferred record's event JSON adds to its payload, about (an MQTT
-/// record's metadata is 150 to 200 bytes).
+/// record's metadata is 150 to 200 bytes, a NATS record's 200 to 250).
 const DEFERRED_OVERHEAD: usize = 256;
 
 pub struct Lane {
@@ -216,9 +216,9 @@ impl Lane {
     fn deferred_event(&self, batch: &mut [Record]) -> Option<Shaped> {
         if self.settings.shaper.is_passthrough() && batch.iter().all(|r| r.deferred.is_some()) {
             let deferred: Vec<&dyn Deferred> = batch.iter().filter_map(|r| r.deferred.as_deref()).collect();
-            // Room for the payloads and their metadata up front: growing
-            // the event by doubling copies it over and over.
-            let mut out = Vec::with_capacity(batch.iter().map(|r| r.size + DEFERRED_OVERHEAD).sum());
+            // Room for the payloads (in base64 at most) and their metadata
+            // up front: growing the event by doubling copies it over and over.
+            let mut out = Vec::with_capacity(batch.iter().map(|r| r.size.div_ceil(3) * 4 + DEFERRED_OVERHEAD).sum());
             if self.envelope.write_deferred(&deferred, &mut out) {
                 return Some(Shaped { payload: out.into(), headers: Vec::new() });
             }
