@@ -178,8 +178,10 @@ pub fn source(config: &NatsSourceConfig) -> NatsSource {
 
 /// The text of a record's base64 `data`.
 pub fn body(record: &Record) -> String {
-    let Some(encoded) = record.data.get("data").and_then(|v| v.as_str()) else {
-        return record.data.to_string();
+    // Unordered records arrive deferred: read them as a filter would.
+    let value = record.value();
+    let Some(encoded) = value.get("data").and_then(|v| v.as_str()) else {
+        return value.to_string();
     };
     let bytes = STANDARD.decode(encoded).expect("data is base64");
     String::from_utf8(bytes).expect("data is UTF-8")
@@ -197,6 +199,6 @@ pub fn start_as(mapping: &str, source: NatsSource) -> Running {
 /// Asserts that nothing arrives within `within`.
 pub async fn nothing_within(running: &mut Running, within: Duration) {
     if let Ok(Some(record)) = tokio::time::timeout(within, running.rx.recv()).await {
-        panic!("expected nothing, got {} ({})", record.id, record.data);
+        panic!("expected nothing, got {} ({})", record.id, record.value());
     }
 }
