@@ -277,6 +277,23 @@ async fn shutdown_mid_retry_leaves_records_for_redelivery() {
     assert_eq!(log.committed(0), 0, "nothing that failed was committed");
 }
 
+/// An unscoped source without filters is batched straight from its channel:
+/// on shutdown what was taken and not delivered goes back to the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_of_an_unrouted_mapping_returns_its_records_to_the_queue() {
+    let queue = MemoryQueue::new();
+    for i in 0..5 {
+        queue.send(format!("m{i}"));
+    }
+    let function = FunctionServer::start(|_, _| (500, vec![], "{}".into())).await;
+    let running =
+        start(Box::new(MemoryQueueSource::new(queue.clone())), &function, settings(5, retry(-1, false), false)).await;
+    function.wait_for(2, Duration::from_secs(10)).await;
+    running.stop().await;
+    assert_eq!(queue.in_flight(), 0, "nothing is left taken");
+    assert_eq!(queue.len(), 5, "every message is back in the queue");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_on_failure_a_broker_with_dead_lettering_gets_the_records_rejected() {
     let queue = MemoryQueue::new();

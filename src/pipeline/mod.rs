@@ -6,7 +6,9 @@
 //! lane per scope (per scope and key hash with `parallelization` > 1), and a
 //! lane has one batch in flight, so records of a scope (of a key) reach the
 //! function in order. Records without a scope share lanes that run up to the
-//! function's concurrency batches at once.
+//! function's concurrency batches at once. A source whose records never carry
+//! a scope ([`Source::scoped`]), in a mapping without filters or transforms,
+//! has nothing to route: its shared lanes batch straight from its channel.
 //!
 //! Every record's `Ack` is completed `Delivered` only once the function
 //! succeeded for it or its failure record was written to `on_failure`; a
@@ -63,6 +65,7 @@ pub fn spawn(
 ) {
     let (tx, rx) = mpsc::channel(SOURCE_CHANNEL);
     let envelope = source.envelope();
+    let direct = !source.scoped() && settings.shaper.is_passthrough();
     let cx =
         SourceContext { mapping: settings.mapping.clone(), out: tx, shutdown: shutdown.clone(), state: state.clone() };
     let mapping = settings.mapping.clone();
@@ -73,7 +76,21 @@ pub fn spawn(
         }
     });
     let lane = Arc::new(Lane::new(settings, function, envelope, on_failure, shutdown));
-    tracker.spawn(route(rx, lane, tracker.clone()));
+    if direct {
+        // Nothing to route: the lanes batch straight from the source.
+        shared_lanes(&lane, rx, tracker);
+    } else {
+        tracker.spawn(route(rx, lane, tracker.clone()));
+    }
+}
+
+/// As many lanes as the function takes invocations, pulling batches of
+/// unordered records from one channel.
+fn shared_lanes(lane: &Arc<Lane>, rx: mpsc::Receiver<Record>, tracker: &TaskTracker) {
+    let rx = Arc::new(Mutex::new(batch::Pending::new(rx)));
+    for _ in 0..lane.function().concurrency {
+        tracker.spawn(lane.clone().run(rx.clone()));
+    }
 }
 
 /// Sends each record to its lane, starting lanes as scopes appear.
@@ -110,13 +127,8 @@ async fn route(mut records: mpsc::Receiver<Record>, lane: Arc<Lane>, tracker: Ta
                 })
             }
             None => shared.get_or_insert_with(|| {
-                // Unordered records: as many lanes as the function takes
-                // invocations, pulling batches from one channel.
                 let (tx, rx) = mpsc::channel(lane_capacity);
-                let rx = Arc::new(Mutex::new(batch::Pending::new(rx)));
-                for _ in 0..lane.function().concurrency {
-                    tracker.spawn(lane.clone().run(rx.clone()));
-                }
+                shared_lanes(&lane, rx, &tracker);
                 tx
             }),
         };

@@ -616,6 +616,11 @@ impl Source for MqttSource {
         Arc::new(if self.single_events { MqttEnvelope::single() } else { MqttEnvelope::batch() })
     }
 
+    /// MQTT records carry no scope.
+    fn scoped(&self) -> bool {
+        false
+    }
+
     /// Never fails on broker trouble: refused credentials, a refused
     /// subscription or a lost connection show as `Disconnected` and are
     /// retried until shutdown.

@@ -1162,6 +1162,11 @@ impl Source for NatsSource {
         Arc::new(NatsEnvelope::new(self.stream(), self.consumer()))
     }
 
+    /// Only ordered records are scoped (by subject).
+    fn scoped(&self) -> bool {
+        self.config.ordered
+    }
+
     /// Never fails on broker trouble: an unreachable server, a missing
     /// stream or a refused consumer show as `Disconnected` and are retried
     /// until shutdown.

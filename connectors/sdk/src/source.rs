@@ -58,6 +58,14 @@ pub trait Source: Send {
     /// How a batch of this source's records becomes one event.
     fn envelope(&self) -> Arc<dyn Envelope>;
 
+    /// Whether records may carry a [`Record::scope`] (an ordering promise).
+    /// A source that never sets one says so, and a mapping without filters
+    /// or transforms then batches its records straight from the source's
+    /// channel, one task hand-off fewer per record.
+    fn scoped(&self) -> bool {
+        true
+    }
+
     /// Runs until `cx.shutdown` is cancelled or a fatal error. Returns after
     /// the acknowledgements of records it handed out were dealt with, or the
     /// broker will redeliver them.
