@@ -499,6 +499,11 @@ impl Source for RabbitMqSource {
         Arc::new(RabbitMqEnvelope::new(self.queue(), self.endpoint.vhost(), broker_arn(self.endpoint.host())))
     }
 
+    /// RabbitMQ records carry no scope.
+    fn scoped(&self) -> bool {
+        false
+    }
+
     /// Never fails on broker trouble: a missing queue, refused credentials or
     /// a lost connection show as `Disconnected` and are retried until
     /// shutdown.
