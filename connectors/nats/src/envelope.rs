@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
@@ -84,7 +84,7 @@ pub fn message_data(subject: &str, delivery: &Delivery, headers: Option<&HeaderM
 /// A record as the source keeps it: the message's parts.
 #[derive(Debug)]
 pub struct MessageRecord {
-    pub subject: String,
+    pub subject: Subject,
     pub delivery: Delivery,
     pub headers: Option<HeaderMap>,
     pub payload: Bytes,
@@ -301,7 +301,7 @@ mod tests {
         .into_iter()
         .enumerate()
         .map(|(i, (payload, headers))| MessageRecord {
-            subject: format!("orders.\"é\".{i}"),
+            subject: Subject::from(format!("orders.\"é\".{i}")),
             delivery: Delivery::from_reply(&format!("$JS.ACK.ORDERS.c1.{}.10{i}.7.{NANOS}.0", i + 1)).unwrap(),
             headers,
             payload: Bytes::copy_from_slice(payload),

@@ -556,14 +556,15 @@ impl Task<'_> {
         }
         let id = format!("{}:{}", delivery.stream, delivery.stream_sequence);
         let (size, created_at) = (message.payload.len(), delivery.published());
+        let (stream_sequence, delivered) = (delivery.stream_sequence, delivery.delivered);
         // Ordered records keep their JSON for a rewind (see `again`); the
         // others are written into the event straight from the message.
         let (data, deferred) = if subject.is_some() {
             (message_data(&message.subject, &delivery, message.headers.as_ref(), &message.payload), None)
         } else {
             let record = MessageRecord {
-                subject: message.subject.to_string(),
-                delivery: delivery.clone(),
+                subject: message.subject,
+                delivery,
                 headers: message.headers,
                 payload: message.payload,
             };
@@ -587,16 +588,7 @@ impl Task<'_> {
         });
         self.in_flight.insert(
             token,
-            InFlight {
-                reply,
-                subject,
-                stream_sequence: delivery.stream_sequence,
-                delivered: delivery.delivered,
-                again,
-                retry: false,
-                handed: false,
-                touched: now,
-            },
+            InFlight { reply, subject, stream_sequence, delivered, again, retry: false, handed: false, touched: now },
         );
         self.insert_ready(token, record);
         Ok(())
