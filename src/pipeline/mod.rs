@@ -7,8 +7,9 @@
 //! lane has one batch in flight, so records of a scope (of a key) reach the
 //! function in order. Records without a scope share lanes that run up to the
 //! function's concurrency batches at once. A source whose records never carry
-//! a scope ([`Source::scoped`]), in a mapping without filters or transforms,
-//! has nothing to route: its shared lanes batch straight from its channel.
+//! a scope ([`Source::scoped`]), in a mapping without filters or record
+//! transforms, has nothing to route: its shared lanes batch straight from its
+//! channel.
 //!
 //! Every record's `Ack` is completed `Delivered` only once the function
 //! succeeded for it or its failure record was written to `on_failure`; a
@@ -65,7 +66,7 @@ pub fn spawn(
 ) {
     let (tx, rx) = mpsc::channel(SOURCE_CHANNEL);
     let envelope = source.envelope();
-    let direct = !source.scoped() && settings.shaper.is_passthrough();
+    let direct = !source.scoped() && settings.shaper.admits_all();
     let cx =
         SourceContext { mapping: settings.mapping.clone(), out: tx, shutdown: shutdown.clone(), state: state.clone() };
     let mapping = settings.mapping.clone();
@@ -100,7 +101,7 @@ async fn route(mut records: mpsc::Receiver<Record>, lane: Arc<Lane>, tracker: Ta
     let mut ordered: HashMap<String, mpsc::Sender<Record>> = HashMap::new();
     let mut shared: Option<mpsc::Sender<Record>> = None;
     let shaper = settings.shaper.clone();
-    let shaping = !shaper.is_passthrough();
+    let shaping = !shaper.admits_all();
     while let Some(mut record) = records.recv().await {
         if shaping {
             match shaper.admit(lane.envelope(), record.materialize()) {

@@ -162,9 +162,15 @@ impl Shaper {
         self.filter.is_none() && self.record.is_none() && self.batch.is_none() && matches!(self.format, Format::Lambda)
     }
 
+    /// True when [`Shaper::admit`] keeps every record as it is (no filter,
+    /// no record transform); the event may still be shaped.
+    pub fn admits_all(&self) -> bool {
+        self.filter.is_none() && self.record.is_none()
+    }
+
     /// Filters `data` and applies the record transform to it in place.
     pub fn admit(&self, envelope: &dyn Envelope, data: &mut Value) -> Admit {
-        if self.filter.is_none() && self.record.is_none() {
+        if self.admits_all() {
             return Admit::Keep;
         }
         let view = view(envelope, data, &self.reads);

@@ -60,8 +60,8 @@ pub trait Source: Send {
 
     /// Whether records may carry a [`Record::scope`] (an ordering promise).
     /// A source that never sets one says so, and a mapping without filters
-    /// or transforms then batches its records straight from the source's
-    /// channel, one task hand-off fewer per record.
+    /// or record transforms then batches its records straight from the
+    /// source's channel, one task hand-off fewer per record.
     fn scoped(&self) -> bool {
         true
     }
