@@ -241,7 +241,7 @@ async fn accept_rounds(
     pid: u32,
 ) {
     eprintln!("switchyard pid {pid}");
-    load(client, accept, 32, Duration::from_millis(500), 202).await;
+    load(client, accept, connections, Duration::from_millis(500), 202).await;
     let mut ratios = Vec::new();
     println!("{connections} connections\n");
     println!("| round | bare 202/s | durable 202/s | ratio | p99 ms |");
@@ -279,11 +279,9 @@ async fn main() {
         axum::serve(listener, app).await.unwrap();
         return;
     }
-    let seconds: u64 =
-        std::env::args().skip_while(|a| a != "--seconds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let duration = Duration::from_secs(seconds);
-    let events: usize =
-        std::env::args().skip_while(|a| a != "--events").nth(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
+    let seconds = support::arg("--seconds", 5);
+    let duration = Duration::from_secs(seconds as u64);
+    let events = support::arg("--events", 20_000);
     let client: HttpClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(256).build_http();
 
     let received = Arc::new(AtomicUsize::new(0));
@@ -304,10 +302,8 @@ async fn main() {
     let bare_process_url = format!("http://{bare_process_addr}/");
 
     if std::env::args().any(|a| a == "--accept-only") {
-        let rounds: usize =
-            std::env::args().skip_while(|a| a != "--rounds").nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
-        let connections: usize =
-            std::env::args().skip_while(|a| a != "--connections").nth(1).and_then(|s| s.parse().ok()).unwrap_or(32);
+        let rounds = support::arg("--rounds", 3).max(1);
+        let connections = support::arg("--connections", 32);
         let _ = bare_process.kill();
         accept_rounds(&client, &bare_url, &accept_url, connections, duration, rounds, switchyard.id()).await;
         let _ = switchyard.kill();

@@ -179,19 +179,13 @@ impl Report<'_> {
         );
         println!("- delivered {} of {}", self.run.delivered, self.total);
         let per = |cpu: Duration, n: usize| cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
-        match self.bare_cpu {
-            Some(bare_cpu) => println!(
-                "- CPU per {}: Switchyard {:.1} µs (start-up included), bare client {:.1} µs",
-                unit.trim_end_matches('s'),
-                per(self.run.cpu, self.run.delivered),
-                per(bare_cpu, self.total)
-            ),
-            None => println!(
-                "- CPU per {}: Switchyard {:.1} µs (start-up included)",
-                unit.trim_end_matches('s'),
-                per(self.run.cpu, self.run.delivered)
-            ),
-        }
+        let bare_cpu =
+            self.bare_cpu.map_or(String::new(), |cpu| format!(", bare client {:.1} µs", per(cpu, self.total)));
+        println!(
+            "- CPU per {}: Switchyard {:.1} µs (start-up included){bare_cpu}",
+            unit.trim_end_matches('s'),
+            per(self.run.cpu, self.run.delivered)
+        );
         println!("- Switchyard peak RSS: {:.1} MB", self.run.peak_rss_mb);
     }
 }

@@ -159,7 +159,7 @@ impl Shaper {
     /// True when records pass as they are and the event is Lambda's: the
     /// engine then skips the shaper altogether.
     pub fn is_passthrough(&self) -> bool {
-        self.filter.is_none() && self.record.is_none() && self.batch.is_none() && matches!(self.format, Format::Lambda)
+        self.admits_all() && self.batch.is_none() && matches!(self.format, Format::Lambda)
     }
 
     /// True when [`Shaper::admit`] keeps every record as it is (no filter,

@@ -20,7 +20,9 @@ use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::IgnoredAny;
 use serde_json::Value;
-use switchyard_sdk::{Deferred, Envelope, PayloadField, object, write_json, write_str};
+use switchyard_sdk::{
+    Deferred, Envelope, PayloadField, deferred_as, object, write_base64, write_json, write_list, write_str,
+};
 
 use crate::conn::Message;
 
@@ -87,7 +89,7 @@ fn write_message_record(record: &MessageRecord, out: &mut Vec<u8>) {
     out.push(b'{');
     if !json {
         out.extend_from_slice(br#""data":"#);
-        write_str(out, &STANDARD.encode(&message.payload));
+        write_base64(out, &message.payload);
         out.push(b',');
     }
     out.extend_from_slice(br#""dup":"#);
@@ -203,14 +205,9 @@ fn write_batch_record(record: &Value, out: &mut Vec<u8>) {
 fn write_batch<T>(records: &[T], out: &mut Vec<u8>, write: impl Fn(&T, &mut Vec<u8>)) {
     out.extend_from_slice(br#"{"eventSource":"#);
     write_str(out, EVENT_SOURCE);
-    out.extend_from_slice(br#","records":["#);
-    for (i, record) in records.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write(record, out);
-    }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(br#","records":"#);
+    write_list(out, records, write);
+    out.push(b'}');
 }
 
 impl Envelope for MqttEnvelope {
@@ -222,9 +219,7 @@ impl Envelope for MqttEnvelope {
     }
 
     fn write_deferred(&self, records: &[&dyn Deferred], out: &mut Vec<u8>) -> bool {
-        let Some(messages) =
-            records.iter().map(|r| r.as_any().downcast_ref::<MessageRecord>()).collect::<Option<Vec<&MessageRecord>>>()
-        else {
+        let Some(messages) = deferred_as::<MessageRecord>(records) else {
             return false;
         };
         if let ([one], true) = (messages.as_slice(), self.single) {
@@ -233,7 +228,7 @@ impl Envelope for MqttEnvelope {
                 out.extend_from_slice(payload);
             } else {
                 out.extend_from_slice(br#"{"data":"#);
-                write_str(out, &STANDARD.encode(payload));
+                write_base64(out, payload);
                 out.push(b'}');
             }
             return true;

@@ -15,7 +15,9 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use switchyard_sdk::{Deferred, Envelope, PayloadField, object, write_json, write_str};
+use switchyard_sdk::{
+    Deferred, Envelope, PayloadField, deferred_as, object, write_base64, write_json, write_list, write_str,
+};
 
 /// What a JetStream delivery says about the message besides its subject,
 /// headers and payload (the `$JS.ACK` reply subject carries it).
@@ -108,13 +110,9 @@ fn write_message_record(record: &MessageRecord, out: &mut Vec<u8>) {
     write_str(out, &delivery.consumer);
     out.extend_from_slice(br#","consumerSequence":"#);
     write_json(out, &delivery.consumer_sequence);
-    out.extend_from_slice(br#","data":""#);
-    // Base64 needs no JSON escaping.
-    let start = out.len();
-    out.resize(start + base64::encoded_len(record.payload.len(), true).unwrap_or(0), 0);
-    let written = STANDARD.encode_slice(&record.payload, &mut out[start..]).unwrap_or(0);
-    out.truncate(start + written);
-    out.extend_from_slice(br#"","deliveryCount":"#);
+    out.extend_from_slice(br#","data":"#);
+    write_base64(out, &record.payload);
+    out.extend_from_slice(br#","deliveryCount":"#);
     write_json(out, &delivery.delivered);
     out.extend_from_slice(br#","headers":"#);
     match &record.headers {
@@ -180,20 +178,12 @@ impl Envelope for NatsEnvelope {
     }
 
     fn write_deferred(&self, records: &[&dyn Deferred], out: &mut Vec<u8>) -> bool {
-        let Some(messages) =
-            records.iter().map(|r| r.as_any().downcast_ref::<MessageRecord>()).collect::<Option<Vec<&MessageRecord>>>()
-        else {
+        let Some(messages) = deferred_as::<MessageRecord>(records) else {
             return false;
         };
         self.write_head(out);
-        out.push(b'[');
-        for (i, message) in messages.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_message_record(message, out);
-        }
-        out.extend_from_slice(b"]}");
+        write_list(out, &messages, |message, out| write_message_record(message, out));
+        out.push(b'}');
         true
     }
 

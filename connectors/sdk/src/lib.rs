@@ -31,6 +31,7 @@ pub use error::ConnectorError;
 pub use payload::{Encoding, PayloadField, payload_value};
 pub use reads::Reads;
 pub use record::{
-    Batch, Deferred, Envelope, Record, RecordsEnvelope, SingleEnvelope, object, write_json, write_records, write_str,
+    Batch, Deferred, Envelope, Record, RecordsEnvelope, SingleEnvelope, deferred_as, object, write_base64, write_json,
+    write_list, write_records, write_str,
 };
 pub use source::{Destination, Source, SourceContext, SourceState, set_state};

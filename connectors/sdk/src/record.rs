@@ -3,6 +3,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -61,6 +63,12 @@ pub trait Deferred: Send + Sync + std::fmt::Debug {
 
     /// For the envelope that knows the concrete type.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// The records behind `records` as the source's own type, when every one
+/// is a `T` (an envelope's [`Envelope::write_deferred`] starts with this).
+pub fn deferred_as<'a, T: 'static>(records: &[&'a dyn Deferred]) -> Option<Vec<&'a T>> {
+    records.iter().map(|r| r.as_any().downcast_ref::<T>()).collect()
 }
 
 /// The records of one invocation.
@@ -171,4 +179,49 @@ pub fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
 /// Appends `text` as a JSON string.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
     write_json(out, text);
+}
+
+/// Appends `bytes` in base64 as a JSON string, encoded in place: base64
+/// needs no escaping.
+pub fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    let start = out.len();
+    out.resize(start + base64::encoded_len(bytes.len(), true).unwrap_or(0), 0);
+    let written = STANDARD.encode_slice(bytes, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    out.push(b'"');
+}
+
+/// Appends `[item,item,...]`, each item written by `write`.
+pub fn write_list<T>(out: &mut Vec<u8>, items: &[T], mut write: impl FnMut(&T, &mut Vec<u8>)) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(item, out);
+    }
+    out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_and_lists_are_written_as_json() {
+        for bytes in [&b""[..], b"a", b"ab", b"abc", &[0xff, 0x00, 0xfe, 0x01]] {
+            let mut out = b"x".to_vec();
+            write_base64(&mut out, bytes);
+            let mut expected = b"x".to_vec();
+            write_str(&mut expected, &STANDARD.encode(bytes));
+            assert_eq!(out, expected, "{bytes:?}");
+        }
+        let mut out = Vec::new();
+        write_list(&mut out, &[1, 2, 3], |n, out| write_json(out, n));
+        assert_eq!(out, b"[1,2,3]");
+        out.clear();
+        write_list::<u8>(&mut out, &[], |n, out| write_json(out, n));
+        assert_eq!(out, b"[]");
+    }
 }
