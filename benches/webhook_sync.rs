@@ -15,9 +15,9 @@
 //!
 //! Switchyard's peak RSS (VmHWM) is reported after the run.
 //!
-//! `-- --accept-only [--rounds 3] [--connections 32]` runs only the second
-//! measurement, alternating the bare handler and the durable accept, and
-//! prints each round's ratio and the median.
+//! `-- --accept-only [--rounds 3] [--connections 32,64,128,256]` runs only the
+//! second measurement at each connection count, alternating the bare handler
+//! and the durable accept, and prints each round's ratio and the medians.
 
 mod support;
 
@@ -227,41 +227,77 @@ async fn wait_ready(client: &HttpClient, port: u16) {
     panic!("switchyard did not become ready");
 }
 
-/// `--accept-only`: alternates the bare handler and the durable accept for
-/// `rounds` rounds and prints each round's ratio and the median, for quick
-/// comparisons of accept-path changes. Switchyard's pid goes to stderr so a
-/// profiler can attach.
+/// `--accept-only`: for each connection count, alternates the bare handler
+/// and the durable accept for `rounds` rounds and prints each round's ratio
+/// and the medians. Each round's ratio pairs runs a few seconds apart, so it
+/// holds up when the machine's speed drifts. Switchyard's pid goes to stderr
+/// so a profiler can attach.
 async fn accept_rounds(
     client: &HttpClient,
     bare: &str,
-    accept: &str,
-    connections: usize,
+    switchyard: &Accept<'_>,
+    counts: &[usize],
     duration: Duration,
     rounds: usize,
-    pid: u32,
 ) {
-    eprintln!("switchyard pid {pid}");
-    load(client, accept, connections, Duration::from_millis(500), 202).await;
-    let mut ratios = Vec::new();
-    println!("{connections} connections\n");
-    println!("| round | bare 202/s | durable 202/s | ratio | p99 ms |");
-    println!("|---|---|---|---|---|");
-    for round in 1..=rounds {
-        let bare = load(client, bare, connections, duration, 202).await;
-        eprintln!("accept run {round} starts");
-        let accepted = load(client, accept, connections, duration, 202).await;
-        let ratio = accepted.rps() / bare.rps();
-        ratios.push(ratio);
-        println!(
-            "| {round} | {:.0} | {:.0} | {ratio:.2} | {:.2} |",
-            bare.rps(),
-            accepted.rps(),
-            accepted.percentile(0.99)
-        );
+    let mut summary = Vec::new();
+    let mut peak_rss = 0.0f64;
+    println!("| connections | round | bare 202/s | durable 202/s | ratio | p99 ms | Switchyard's CPU per 202 |");
+    println!("|---|---|---|---|---|---|---|");
+    for &connections in counts {
+        // A fresh Switchyard and state per count: the accepted events stay
+        // queued, and a queue grown by earlier counts would slow the later.
+        let state = tempfile::tempdir().unwrap();
+        let mut child = start_switchyard(switchyard.function, switchyard.parked, switchyard.port, state.path());
+        wait_ready(client, switchyard.port).await;
+        let pid = child.id();
+        eprintln!("switchyard pid {pid}");
+        let accept = switchyard.url;
+        load(client, accept, connections, Duration::from_millis(500), 202).await;
+        let (mut bares, mut durables, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            let bare = load(client, bare, connections, duration, 202).await;
+            eprintln!("accept run {round} starts");
+            let cpu = support::process_cpu(pid);
+            let accepted = load(client, accept, connections, duration, 202).await;
+            let cpu = support::process_cpu(pid).saturating_sub(cpu);
+            let ratio = accepted.rps() / bare.rps();
+            bares.push(bare.rps());
+            durables.push(accepted.rps());
+            ratios.push(ratio);
+            println!(
+                "| {connections} | {round} | {:.0} | {:.0} | {ratio:.2} | {:.2} | {:.1} µs |",
+                bare.rps(),
+                accepted.rps(),
+                accepted.percentile(0.99),
+                cpu.as_secs_f64() * 1e6 / accepted.requests.max(1) as f64
+            );
+        }
+        let (bare, durable, ratio) = (median(&mut bares), median(&mut durables), median(&mut ratios));
+        println!("| {connections} | median | {bare:.0} | {durable:.0} | {ratio:.2} | | |");
+        summary.push(format!("{ratio:.2} at {connections}"));
+        peak_rss = peak_rss.max(support::peak_rss_mb(pid));
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    ratios.sort_by(f64::total_cmp);
-    println!("\n- async accept ratio, median of {rounds}: {:.2}", ratios[ratios.len() / 2]);
-    println!("- Switchyard peak RSS: {:.1} MB", support::peak_rss_mb(pid));
+    println!(
+        "\n- async accept ratio, median of {rounds} rounds per connection count: {} (goal: at least 0.5)",
+        summary.join(", ")
+    );
+    println!("- Switchyard peak RSS: {peak_rss:.1} MB");
+}
+
+/// Where the accept runs start Switchyard, and the accepting mapping's URL.
+struct Accept<'a> {
+    function: SocketAddr,
+    parked: SocketAddr,
+    port: u16,
+    url: &'a str,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn row(name: &str, s: &Stats) -> String {
@@ -303,11 +339,15 @@ async fn main() {
 
     if std::env::args().any(|a| a == "--accept-only") {
         let rounds = support::arg("--rounds", 3).max(1);
-        let connections = support::arg("--connections", 32);
+        let counts: Vec<usize> =
+            std::env::args().skip_while(|a| a != "--connections").nth(1).map_or(vec![32, 64, 128, 256], |list| {
+                list.split(',').map(|n| n.trim().parse().expect("--connections takes counts like 32,128")).collect()
+            });
         let _ = bare_process.kill();
-        accept_rounds(&client, &bare_url, &accept_url, connections, duration, rounds, switchyard.id()).await;
         let _ = switchyard.kill();
         let _ = switchyard.wait();
+        let accept = Accept { function, parked, port, url: &accept_url };
+        accept_rounds(&client, &bare_url, &accept, &counts, duration, rounds).await;
         return;
     }
     // Warm up connections and caches.
