@@ -33,8 +33,13 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     let buckets = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
     ];
+    // A sync of the accept log takes tens of microseconds on a fast disk.
+    let sync_buckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+    let group_buckets = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &buckets)?
+        .set_buckets_for_metric(Matcher::Full("switchyard_accept_log_sync_seconds".into()), &sync_buckets)?
+        .set_buckets_for_metric(Matcher::Full("switchyard_accept_log_group_events".into()), &group_buckets)?
         .install_recorder()
         .context("cannot install the metrics recorder")
 }

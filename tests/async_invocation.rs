@@ -1,8 +1,8 @@
 //! The durable async queue, end to end: retries and their headers, Lambda's
 //! destination records, the dead-letter store and its CLI, event age,
-//! Retry-After, the queue bound, payload limits, function destinations, and
-//! that no accepted event is lost to SIGKILL or SIGTERM, nor queued twice
-//! from the accept log.
+//! Retry-After, the queue bound, payload limits, function destinations, the
+//! queue's metrics, and that no accepted event is lost to SIGKILL or SIGTERM,
+//! nor queued twice from the accept log.
 
 mod common;
 
@@ -563,4 +563,66 @@ async fn retries_follow_the_backoff() {
         let gap = pair[1].at - pair[0].at;
         assert!(gap >= Duration::from_millis(90) && gap < Duration::from_millis(800), "retried after {gap:?}");
     }
+}
+
+/// The value of the metric line that starts with `series` (name and labels
+/// as far as given), if there is one.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(series))?.rsplit_once(' ')?.1.parse().ok()
+}
+
+async fn metrics_text(sy: &Switchyard) -> String {
+    client().get(sy.url("/metrics")).send().await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_the_queue_and_its_outcomes() {
+    // Events for a function nobody answers wait in the queue: the depth
+    // and the oldest event's age show them.
+    let sy = Switchyard::start(&config(&closed_url(), "", &async_hook()));
+    for n in 0..3 {
+        accepted(&sy, &format!(r#"{{"n":{n}}}"#)).await;
+    }
+    // The gauges refresh every 2 seconds: wait for one that sees all three
+    // events after they waited a second.
+    let text = eventually(Duration::from_secs(10), "a queue depth of 3, the oldest a second old", async || {
+        let text = metrics_text(&sy).await;
+        let depth = metric(&text, r#"switchyard_async_queue_depth{function="f"}"#);
+        let age = metric(&text, r#"switchyard_async_oldest_event_age_seconds{function="f"}"#);
+        (depth == Some(3.0) && age.is_some_and(|a| a >= 1.0)).then_some(text)
+    })
+    .await;
+    assert!(
+        metric(&text, r#"switchyard_async_retries_total{function="f",reason="#).is_some_and(|n| n >= 3.0),
+        "each event's connection failures are retried\n{text}"
+    );
+    // The accept log's syncs: at least one group, each sync timed.
+    assert!(metric(&text, "switchyard_accept_log_sync_seconds_count").is_some_and(|n| n >= 1.0), "{text}");
+    assert!(metric(&text, "switchyard_accept_log_group_events_sum").is_some_and(|n| n >= 3.0), "{text}");
+    assert!(text.contains("switchyard_accept_log_unmoved_events"), "{text}");
+    drop(sy);
+
+    // An event whose retries are spent goes to the dead-letter store: the
+    // destination delivery and the dead-letter gauge count it.
+    let f = FunctionServer::start(|_, _| fail()).await;
+    let extra = async_block(&format!("      max_retry_attempts: 1\n{BACKOFF}"));
+    let sy = Switchyard::start(&config(&f.url(), &extra, &async_hook()));
+    accepted(&sy, r#"{"order":1}"#).await;
+    wait_dlq(&sy, 1, Duration::from_secs(10)).await;
+    let text = eventually(Duration::from_secs(10), "one dead letter in the gauge", async || {
+        let text = metrics_text(&sy).await;
+        (metric(&text, r#"switchyard_dead_letters{function="f"}"#) == Some(1.0)).then_some(text)
+    })
+    .await;
+    assert_eq!(metric(&text, r#"switchyard_dead_letters_total{function="f"}"#), Some(1.0), "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            r#"switchyard_destination_deliveries_total{function="f",destination="dlq",condition="RetriesExhausted",outcome="delivered"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, r#"switchyard_async_retries_total{function="f",reason="#), Some(1.0), "one retry: {text}");
+    assert_eq!(metric(&text, r#"switchyard_async_queue_depth{function="f"}"#), Some(0.0), "{text}");
 }

@@ -136,6 +136,8 @@ impl AcceptLog {
             retry_at: None,
             store,
             wakeups,
+            sync_seconds: metrics::histogram!("switchyard_accept_log_sync_seconds"),
+            group_events: metrics::histogram!("switchyard_accept_log_group_events"),
             wake: tx.clone(),
             moved_tx,
             moved_rx,
@@ -207,6 +209,10 @@ struct Writer {
     retry_at: Option<Instant>,
     store: Store,
     wakeups: HashMap<String, Arc<Notify>>,
+    /// How long each `fdatasync` of a group took, and how many events each
+    /// group held: what the accept's rate and latency come from.
+    sync_seconds: metrics::Histogram,
+    group_events: metrics::Histogram,
     /// Wakes the writer when a move finished.
     wake: mpsc::Sender<Message>,
     moved_tx: mpsc::Sender<Moved>,
@@ -355,6 +361,7 @@ impl Writer {
         // failed group's records may be in a segment, and must not be
         // mistaken for the next group's.
         self.next_seq += group.len() as u64;
+        self.group_events.record(group.len() as f64);
         match self.write(&group, first_seq) {
             Ok(()) => {
                 self.unmoved.fetch_add(group.len() as i64, Ordering::AcqRel);
@@ -421,7 +428,10 @@ impl Writer {
 
     fn sync(&self) -> Result<(), String> {
         let segment = self.used.back().expect("a segment is in use");
-        segment.file.sync_data().map_err(|e| format!("{}: sync: {e}", segment.path.display()))
+        let started = Instant::now();
+        let synced = segment.file.sync_data().map_err(|e| format!("{}: sync: {e}", segment.path.display()));
+        self.sync_seconds.record(started.elapsed());
+        synced
     }
 
     /// Continues at the start of a segment that is free (all of it moved),

@@ -179,7 +179,9 @@ impl AsyncQueue {
         if let Ok(depths) = self.store.depths().await {
             let total: u64 = depths.iter().map(|(_, n, _)| n).sum();
             let accepting = self.accepting.load(Ordering::Acquire).max(0);
-            self.depth.store(total as i64 + accepting + self.log.unmoved().max(0), Ordering::Release);
+            let unmoved = self.log.unmoved().max(0);
+            self.depth.store(total as i64 + accepting + unmoved, Ordering::Release);
+            metrics::gauge!("switchyard_accept_log_unmoved_events").set(unmoved as f64);
             for f in functions {
                 let (n, oldest) = depths
                     .iter()
