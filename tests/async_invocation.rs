@@ -571,10 +571,6 @@ fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(series))?.rsplit_once(' ')?.1.parse().ok()
 }
 
-async fn metrics_text(sy: &Switchyard) -> String {
-    client().get(sy.url("/metrics")).send().await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_the_queue_and_its_outcomes() {
     // Events for a function nobody answers wait in the queue: the depth
@@ -586,7 +582,7 @@ async fn metrics_follow_the_queue_and_its_outcomes() {
     // The gauges refresh every 2 seconds: wait for one that sees all three
     // events after they waited a second.
     let text = eventually(Duration::from_secs(10), "a queue depth of 3, the oldest a second old", async || {
-        let text = metrics_text(&sy).await;
+        let text = sy.metrics().await;
         let depth = metric(&text, r#"switchyard_async_queue_depth{function="f"}"#);
         let age = metric(&text, r#"switchyard_async_oldest_event_age_seconds{function="f"}"#);
         (depth == Some(3.0) && age.is_some_and(|a| a >= 1.0)).then_some(text)
@@ -610,7 +606,7 @@ async fn metrics_follow_the_queue_and_its_outcomes() {
     accepted(&sy, r#"{"order":1}"#).await;
     wait_dlq(&sy, 1, Duration::from_secs(10)).await;
     let text = eventually(Duration::from_secs(10), "one dead letter in the gauge", async || {
-        let text = metrics_text(&sy).await;
+        let text = sy.metrics().await;
         (metric(&text, r#"switchyard_dead_letters{function="f"}"#) == Some(1.0)).then_some(text)
     })
     .await;

@@ -144,7 +144,7 @@ async fn webhook_failures_are_mapped_to_clear_statuses() {
     assert_eq!(response.status(), 413);
     assert_eq!(failing.received().len(), 1, "an oversized request never reaches the function");
 
-    let metrics = http.get(sy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = sy.metrics().await;
     assert!(metrics.contains(r#"switchyard_invocations_total{function="slow",outcome="timeout"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"switchyard_webhook_requests_total{mapping="failing",status="413"} 1"#), "{metrics}");
 }

@@ -140,7 +140,7 @@ async fn records_reach_the_function_in_lambdas_shape_and_in_partition_order() {
             }
         }
     }
-    let metrics = common::client().get(sy.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = sy.metrics().await;
     assert!(metrics.contains("switchyard_batch_records"), "{metrics}");
 }
 

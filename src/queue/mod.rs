@@ -179,9 +179,7 @@ impl AsyncQueue {
         if let Ok(depths) = self.store.depths().await {
             let total: u64 = depths.iter().map(|(_, n, _)| n).sum();
             let accepting = self.accepting.load(Ordering::Acquire).max(0);
-            let unmoved = self.log.unmoved().max(0);
-            self.depth.store(total as i64 + accepting + unmoved, Ordering::Release);
-            metrics::gauge!("switchyard_accept_log_unmoved_events").set(unmoved as f64);
+            self.depth.store(total as i64 + accepting + self.log.unmoved().max(0), Ordering::Release);
             for f in functions {
                 let (n, oldest) = depths
                     .iter()
@@ -193,6 +191,8 @@ impl AsyncQueue {
                     .set(oldest as f64 / 1000.0);
             }
         }
+        // Not from the store: shown even when the store cannot answer.
+        metrics::gauge!("switchyard_accept_log_unmoved_events").set(self.log.unmoved().max(0) as f64);
         if let Ok(counts) = self.store.dead_letter_counts().await {
             for f in functions {
                 let n = counts.iter().find(|(name, _)| **name == *f.name).map_or(0, |(_, n)| *n);

@@ -231,6 +231,11 @@ impl Switchyard {
         format!("http://{}{path}", self.addr)
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        client().get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
     }
