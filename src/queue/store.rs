@@ -145,9 +145,8 @@ CREATE TABLE IF NOT EXISTS async_events (
     last_attempt_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS async_events_due ON async_events (function, due_at);
--- Covers the queue gauges (depth and oldest event per function): they scan
--- this small index, never the events, which would hold the writer up for as
--- long as the queue is deep.
+-- The queue gauges' oldest event per function: one seek, however deep the
+-- queue.
 CREATE INDEX IF NOT EXISTS async_events_age ON async_events (function, enqueued_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -173,6 +172,17 @@ CREATE TABLE IF NOT EXISTS accept_log (
     id INTEGER PRIMARY KEY CHECK (id = 0),
     moved_seq INTEGER NOT NULL
 );
+-- Events per function in async_events and in dead_letters, changed in the
+-- transaction that changes those tables: the gauges read these instead of
+-- counting a queue that may hold millions of events.
+CREATE TABLE IF NOT EXISTS queue_counts (
+    function TEXT PRIMARY KEY,
+    events INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letter_counts (
+    function TEXT PRIMARY KEY,
+    entries INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS checkpoints (
     mapping TEXT NOT NULL,
     scope TEXT NOT NULL,
@@ -180,6 +190,18 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (mapping, scope)
 );
+";
+
+/// `user_version` from which `queue_counts` and `dead_letter_counts` are
+/// kept; a store written before them has them filled once, when opened.
+const COUNTS_VERSION: i64 = 1;
+
+/// Fills the counts tables from the tables they count.
+const FILL_COUNTS: &str = "
+DELETE FROM queue_counts;
+INSERT INTO queue_counts (function, events) SELECT function, COUNT(*) FROM async_events GROUP BY function;
+DELETE FROM dead_letter_counts;
+INSERT INTO dead_letter_counts (function, entries) SELECT function, COUNT(*) FROM dead_letters GROUP BY function;
 ";
 
 const EVENT_COLUMNS: &str = "id, request_id, function, source, payload, enqueued_at, due_at, attempts, invokes, \
@@ -199,6 +221,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| error(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| error(e.to_string()))?;
         conn.execute_batch(SCHEMA).map_err(|e| error(e.to_string()))?;
+        fill_counts(&conn).map_err(|e| error(e.to_string()))?;
         // Events handed to a worker and not yet released. A temp table lives
         // with this connection only: after a crash nothing is claimed, so
         // every queued event is delivered again.
@@ -294,7 +317,7 @@ impl Store {
     }
 
     pub async fn enqueue(&self, event: NewEvent) -> Result<i64, StoreError> {
-        self.call_one(move |c| insert_event(c, &event)).await
+        self.call(move |c| insert_event(c, &event)).await
     }
 
     /// Claims up to `limit` events of `function` due at `now`, oldest due
@@ -340,8 +363,7 @@ impl Store {
     }
 
     pub async fn delete(&self, id: i64) -> Result<(), StoreError> {
-        self.call_one(move |c| c.prepare_cached("DELETE FROM async_events WHERE id = ?1")?.execute([id]).map(|_| ()))
-            .await
+        self.call(move |c| delete_event(c, id)).await
     }
 
     /// Writes back an event's retry state.
@@ -375,7 +397,7 @@ impl Store {
     pub async fn dead_letter(&self, queued_id: Option<i64>, entry: DeadLetter) -> Result<i64, StoreError> {
         self.call(move |c| {
             if let Some(id) = queued_id {
-                c.execute("DELETE FROM async_events WHERE id = ?1", [id])?;
+                delete_event(c, id)?;
             }
             c.prepare_cached(&format!(
                 "INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (NULL, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
@@ -395,7 +417,9 @@ impl Store {
                 entry.failed_at,
                 entry.record.as_deref(),
             ])?;
-            Ok(c.last_insert_rowid())
+            let id = c.last_insert_rowid();
+            count_dead_letters(c, &entry.function, 1)?;
+            Ok(id)
         })
         .await
     }
@@ -404,13 +428,12 @@ impl Store {
     /// transaction.
     pub async fn forward(&self, queued_id: i64, next: NewEvent) -> Result<i64, StoreError> {
         self.call(move |c| {
-            c.execute("DELETE FROM async_events WHERE id = ?1", [queued_id])?;
+            delete_event(c, queued_id)?;
             insert_event(c, &next)
         })
         .await
     }
 
-    /// Per function: queued events and the oldest `enqueued_at`.
     /// Where a mapping's ordered scope (a Kinesis shard) was read up to.
     pub async fn checkpoint(&self, mapping: &str, scope: &str) -> Result<Option<String>, StoreError> {
         let (mapping, scope) = (mapping.to_string(), scope.to_string());
@@ -439,20 +462,27 @@ impl Store {
         .await
     }
 
+    /// Per function with events queued: how many, and the oldest
+    /// `enqueued_at`. The count is kept, not counted, and the oldest is one
+    /// seek in `async_events_age`: this costs the same for a queue of ten
+    /// events or ten million.
     pub async fn depths(&self) -> Result<Vec<(String, u64, i64)>, StoreError> {
         self.call(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT function, COUNT(*), MIN(enqueued_at) FROM async_events GROUP BY function")?;
+            let mut stmt = c.prepare_cached(
+                "SELECT function, events, \
+                 (SELECT MIN(enqueued_at) FROM async_events e WHERE e.function = q.function) \
+                 FROM queue_counts q WHERE events > 0",
+            )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))?;
             rows.collect()
         })
         .await
     }
 
-    /// Per function: dead-letter entries.
+    /// Per function: dead-letter entries (kept, not counted).
     pub async fn dead_letter_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.call(|c| {
-            let mut stmt = c.prepare_cached("SELECT function, COUNT(*) FROM dead_letters GROUP BY function")?;
+            let mut stmt = c.prepare_cached("SELECT function, entries FROM dead_letter_counts WHERE entries > 0")?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
             rows.collect()
         })
@@ -490,7 +520,9 @@ impl Store {
                      SELECT request_id, function, source, payload, ?2, ?2 FROM dead_letters WHERE id = ?1",
                     params![id, now],
                 )?;
-                c.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
+                if let Some(function) = delete_dead_letter(c, *id)? {
+                    count_queued(c, &function, 1)?;
+                }
             }
             Ok(ids)
         })
@@ -501,7 +533,7 @@ impl Store {
         self.call(move |c| {
             let ids = selection.ids(c)?;
             for id in &ids {
-                c.execute("DELETE FROM dead_letters WHERE id = ?1", [id])?;
+                delete_dead_letter(c, *id)?;
             }
             Ok(ids)
         })
@@ -542,11 +574,75 @@ impl Selection {
 }
 
 fn insert_event(c: &Connection, e: &NewEvent) -> rusqlite::Result<i64> {
+    let id = insert_row(c, e)?;
+    count_queued(c, &e.function, 1)?;
+    Ok(id)
+}
+
+/// Inserts the event's row only: the caller counts it.
+fn insert_row(c: &Connection, e: &NewEvent) -> rusqlite::Result<i64> {
     c.prepare_cached(
         "INSERT INTO async_events (request_id, function, source, payload, enqueued_at, due_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
     )?
     .execute(params![e.request_id, e.function, e.source, &e.payload[..], e.enqueued_at])?;
     Ok(c.last_insert_rowid())
+}
+
+/// Removes a queued event, if it is still there, and counts it out.
+fn delete_event(c: &Connection, id: i64) -> rusqlite::Result<()> {
+    let function: Option<String> = c
+        .prepare_cached("DELETE FROM async_events WHERE id = ?1 RETURNING function")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    match function {
+        Some(function) => count_queued(c, &function, -1),
+        None => Ok(()),
+    }
+}
+
+/// Removes a dead letter, if it is still there, and counts it out; returns
+/// its function.
+fn delete_dead_letter(c: &Connection, id: i64) -> rusqlite::Result<Option<String>> {
+    let function: Option<String> = c
+        .prepare_cached("DELETE FROM dead_letters WHERE id = ?1 RETURNING function")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    if let Some(function) = &function {
+        count_dead_letters(c, function, -1)?;
+    }
+    Ok(function)
+}
+
+fn count_queued(c: &Connection, function: &str, delta: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO queue_counts (function, events) VALUES (?1, ?2) \
+         ON CONFLICT (function) DO UPDATE SET events = events + excluded.events",
+    )?
+    .execute(params![function, delta])
+    .map(|_| ())
+}
+
+fn count_dead_letters(c: &Connection, function: &str, delta: i64) -> rusqlite::Result<()> {
+    c.prepare_cached(
+        "INSERT INTO dead_letter_counts (function, entries) VALUES (?1, ?2) \
+         ON CONFLICT (function) DO UPDATE SET entries = entries + excluded.entries",
+    )?
+    .execute(params![function, delta])
+    .map(|_| ())
+}
+
+/// Fills the counts tables once, in a store written before they were kept.
+fn fill_counts(c: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= COUNTS_VERSION {
+        return Ok(());
+    }
+    c.execute_batch("BEGIN IMMEDIATE")?;
+    let filled = c.execute_batch(&format!("{FILL_COUNTS} PRAGMA user_version = {COUNTS_VERSION}; COMMIT;"));
+    if filled.is_err() {
+        let _ = c.execute_batch("ROLLBACK");
+    }
+    filled
 }
 
 /// What became of a move from the accept log.
@@ -559,8 +655,17 @@ pub struct Moved {
 
 /// Queues `events` and records `last_seq` as the accept log's moved point.
 fn insert_moved(c: &Connection, events: &[NewEvent], last_seq: u64) -> rusqlite::Result<()> {
+    // One count per function and move, not per event.
+    let mut counts: Vec<(&str, i64)> = Vec::new();
     for event in events {
-        insert_event(c, event)?;
+        insert_row(c, event)?;
+        match counts.iter_mut().find(|(f, _)| *f == event.function) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((&event.function, 1)),
+        }
+    }
+    for (function, n) in counts {
+        count_queued(c, function, n)?;
     }
     c.prepare_cached(
         "INSERT INTO accept_log (id, moved_seq) VALUES (0, ?1) \
@@ -772,6 +877,61 @@ mod tests {
         assert_eq!(requeued.len(), 1);
         assert_eq!(requeued[0].request_id, "r-10", "replay keeps the request id");
         assert_eq!(requeued[0].attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn counts_follow_every_way_in_and_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.enqueue(event("f", 10)).await.unwrap();
+        let b = store.enqueue(event("f", 20)).await.unwrap();
+        store.enqueue(event("g", 5)).await.unwrap();
+        store.move_recovered(vec![event("f", 30), event("g", 40), event("f", 50)], 3).await.unwrap();
+        let mut depths = store.depths().await.unwrap();
+        depths.sort();
+        assert_eq!(depths, vec![("f".to_string(), 4, 10), ("g".to_string(), 2, 5)]);
+
+        store.delete(a).await.unwrap();
+        store.delete(a).await.unwrap();
+        let letter = |request_id: &str| DeadLetter {
+            id: 0,
+            request_id: request_id.into(),
+            function: "f".into(),
+            source: "test".into(),
+            payload: Bytes::from_static(b"{}"),
+            condition: "RetriesExhausted".into(),
+            error_type: None,
+            error_message: None,
+            attempts: 3,
+            enqueued_at: 20,
+            first_attempt_at: None,
+            last_attempt_at: None,
+            failed_at: 21,
+            record: None,
+        };
+        let dl = store.dead_letter(Some(b), letter("r-20")).await.unwrap();
+        store.dead_letter(None, letter("r-x")).await.unwrap();
+        store.forward(store.claim("g", 5, 1).await.unwrap()[0].id, event("h", 60)).await.unwrap();
+        let mut depths = store.depths().await.unwrap();
+        depths.sort();
+        assert_eq!(depths, vec![("f".to_string(), 2, 30), ("g".to_string(), 1, 40), ("h".to_string(), 1, 60)]);
+        assert_eq!(store.dead_letter_counts().await.unwrap(), vec![("f".to_string(), 2)]);
+
+        store.dlq_replay(Selection::Ids(vec![dl]), 70).await.unwrap();
+        assert!(store.depths().await.unwrap().contains(&("f".to_string(), 3, 30)));
+        store.dlq_purge(Selection::All { function: None }).await.unwrap();
+        assert!(store.dead_letter_counts().await.unwrap().is_empty());
+        drop(store);
+
+        // A store written before the counts were kept has them filled when
+        // opened; one that keeps them is trusted as it is.
+        let c = Connection::open(dir.path().join("switchyard.db")).unwrap();
+        c.execute_batch("DELETE FROM queue_counts; PRAGMA user_version = 0").unwrap();
+        drop(c);
+        let store = Store::open(dir.path()).unwrap();
+        let mut depths = store.depths().await.unwrap();
+        depths.sort();
+        assert_eq!(depths, vec![("f".to_string(), 3, 30), ("g".to_string(), 1, 40), ("h".to_string(), 1, 60)]);
     }
 
     #[tokio::test]
