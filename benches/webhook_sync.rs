@@ -17,7 +17,10 @@
 //!
 //! `-- --accept-only [--rounds 3] [--connections 32,64,128,256]` runs only the
 //! second measurement at each connection count, alternating the bare handler
-//! and the durable accept, and prints each round's ratio and the medians.
+//! and the durable accept, and prints each round's ratio and the medians,
+//! with Switchyard's CPU per accepted event split by thread (the runtime's
+//! workers, the accept log's, the state store's). `--bare-process` compares
+//! with the bare handler in a process of its own, and shows its CPU per 202.
 
 mod support;
 
@@ -234,7 +237,7 @@ async fn wait_ready(client: &HttpClient, port: u16) {
 /// so a profiler can attach.
 async fn accept_rounds(
     client: &HttpClient,
-    bare: &str,
+    baseline: &Baseline<'_>,
     switchyard: &Accept<'_>,
     counts: &[usize],
     duration: Duration,
@@ -242,7 +245,9 @@ async fn accept_rounds(
 ) {
     let mut summary = Vec::new();
     let mut peak_rss = 0.0f64;
-    println!("| connections | round | bare 202/s | durable 202/s | ratio | p99 ms | Switchyard's CPU per 202 |");
+    println!(
+        "| connections | round | bare 202/s | durable 202/s | ratio | p99 ms | Switchyard's CPU per 202 (by thread, µs) |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for &connections in counts {
         // A fresh Switchyard and state per count: the accepted events stay
@@ -256,21 +261,40 @@ async fn accept_rounds(
         load(client, accept, connections, Duration::from_millis(500), 202).await;
         let (mut bares, mut durables, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
-            let bare = load(client, bare, connections, duration, 202).await;
+            let bare_cpu = baseline.pid.map(support::process_cpu);
+            let bare = load(client, baseline.url, connections, duration, 202).await;
+            let bare_cpu = match (baseline.pid, bare_cpu) {
+                (Some(pid), Some(before)) => format!(
+                    " ({:.1} µs)",
+                    support::process_cpu(pid).saturating_sub(before).as_secs_f64() * 1e6 / bare.requests.max(1) as f64
+                ),
+                _ => String::new(),
+            };
             eprintln!("accept run {round} starts");
             let cpu = support::process_cpu(pid);
+            let threads = support::thread_cpu(pid);
             let accepted = load(client, accept, connections, duration, 202).await;
             let cpu = support::process_cpu(pid).saturating_sub(cpu);
+            let per_event = |d: Duration| d.as_secs_f64() * 1e6 / accepted.requests.max(1) as f64;
+            let split: Vec<String> = support::thread_cpu(pid)
+                .into_iter()
+                .filter_map(|(name, now)| {
+                    let before = threads.iter().find(|(n, _)| *n == name).map_or(Duration::ZERO, |(_, d)| *d);
+                    let spent = per_event(now.saturating_sub(before));
+                    (spent >= 0.1).then(|| format!("{} {spent:.1}", thread_label(&name)))
+                })
+                .collect();
             let ratio = accepted.rps() / bare.rps();
             bares.push(bare.rps());
             durables.push(accepted.rps());
             ratios.push(ratio);
             println!(
-                "| {connections} | {round} | {:.0} | {:.0} | {ratio:.2} | {:.2} | {:.1} µs |",
+                "| {connections} | {round} | {:.0}{bare_cpu} | {:.0} | {ratio:.2} | {:.2} | {:.1} µs ({}) |",
                 bare.rps(),
                 accepted.rps(),
                 accepted.percentile(0.99),
-                cpu.as_secs_f64() * 1e6 / accepted.requests.max(1) as f64
+                per_event(cpu),
+                split.join(", ")
             );
         }
         let (bare, durable, ratio) = (median(&mut bares), median(&mut durables), median(&mut ratios));
@@ -285,6 +309,25 @@ async fn accept_rounds(
         summary.join(", ")
     );
     println!("- Switchyard peak RSS: {peak_rss:.1} MB");
+}
+
+/// A short name for one of Switchyard's threads in the CPU split: the
+/// runtime's workers, the accept log's thread, the state store's writer.
+fn thread_label(name: &str) -> &str {
+    match name {
+        "tokio-rt-worker" => "runtime",
+        "switchyard-log" => "log",
+        "switchyard-stor" => "store",
+        other => other,
+    }
+}
+
+/// What the accept runs compare with: the bare handler in the bench's
+/// process, or in a process of its own (`--bare-process`), whose CPU per
+/// 202 is then shown beside its rate.
+struct Baseline<'a> {
+    url: &'a str,
+    pid: Option<u32>,
 }
 
 /// Where the accept runs start Switchyard, and the accepting mapping's URL.
@@ -343,11 +386,17 @@ async fn main() {
             std::env::args().skip_while(|a| a != "--connections").nth(1).map_or(vec![32, 64, 128, 256], |list| {
                 list.split(',').map(|n| n.trim().parse().expect("--connections takes counts like 32,128")).collect()
             });
-        let _ = bare_process.kill();
         let _ = switchyard.kill();
         let _ = switchyard.wait();
         let accept = Accept { function, parked, port, url: &accept_url };
-        accept_rounds(&client, &bare_url, &accept, &counts, duration, rounds).await;
+        let baseline = if std::env::args().any(|a| a == "--bare-process") {
+            Baseline { url: &bare_process_url, pid: Some(bare_process.id()) }
+        } else {
+            let _ = bare_process.kill();
+            Baseline { url: &bare_url, pid: None }
+        };
+        accept_rounds(&client, &baseline, &accept, &counts, duration, rounds).await;
+        let _ = bare_process.kill();
         return;
     }
     // Warm up connections and caches.

@@ -24,13 +24,36 @@ pub fn peak_rss_mb(pid: u32) -> f64 {
 
 /// CPU time (user and system) a process has used so far.
 pub fn process_cpu(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu(&format!("/proc/{pid}/stat"))
+}
+
+/// User and system CPU time from a `/proc` `stat` file (a process's or a
+/// thread's).
+fn stat_cpu(path: &str) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // The fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
     // SAFETY: sysconf only reads a constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// CPU time (user and system) each thread name of process `pid` has used so
+/// far, threads of the same name summed (a runtime's workers share one).
+pub fn thread_cpu(pid: u32) -> Vec<(String, Duration)> {
+    let mut threads: Vec<(String, Duration)> = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return threads };
+    for task in tasks.flatten() {
+        let tid: u32 = task.file_name().to_string_lossy().parse().unwrap_or(0);
+        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
+        let cpu = stat_cpu(&format!("/proc/{pid}/task/{tid}/stat"));
+        match threads.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += cpu,
+            None => threads.push((name, cpu)),
+        }
+    }
+    threads
 }
 
 /// Runs `work` and returns its result with the CPU time this process spent
