@@ -77,6 +77,7 @@ impl AsyncQueue {
     ) -> Result<Self, StoreError> {
         let wakeups: HashMap<String, Arc<Notify>> =
             functions.iter().map(|f| (f.name.to_string(), Arc::new(Notify::new()))).collect();
+        store.recount().await?;
         let log = AcceptLog::open(dir, store.clone(), wakeups.clone(), LogSettings::default()).await?;
         let depth: u64 = store.depths().await?.iter().map(|(_, n, _)| n).sum();
         Ok(Self { store, log, max_queued, depth: AtomicI64::new(depth as i64), accepting: AtomicI64::new(0), wakeups })

@@ -192,10 +192,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 ";
 
-/// `user_version` from which `queue_counts` and `dead_letter_counts` are
-/// kept; a store written before them has them filled once, when opened.
-const COUNTS_VERSION: i64 = 1;
-
 /// Fills the counts tables from the tables they count.
 const FILL_COUNTS: &str = "
 DELETE FROM queue_counts;
@@ -221,7 +217,6 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL").map_err(|e| error(e.to_string()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| error(e.to_string()))?;
         conn.execute_batch(SCHEMA).map_err(|e| error(e.to_string()))?;
-        fill_counts(&conn).map_err(|e| error(e.to_string()))?;
         // Events handed to a worker and not yet released. A temp table lives
         // with this connection only: after a crash nothing is claimed, so
         // every queued event is delivered again.
@@ -462,6 +457,15 @@ impl Store {
         .await
     }
 
+    /// Counts the queue and the dead-letter store afresh into the counts
+    /// tables, which every change keeps from then on. The server does this
+    /// once as it starts (one pass over two indexes), so a store written
+    /// before the counts were kept, or by an older Switchyard, is counted
+    /// right from the first refresh.
+    pub async fn recount(&self) -> Result<(), StoreError> {
+        self.call(|c| c.execute_batch(FILL_COUNTS)).await
+    }
+
     /// Per function with events queued: how many, and the oldest
     /// `enqueued_at`. The count is kept, not counted, and the oldest is one
     /// seek in `async_events_age`: this costs the same for a queue of ten
@@ -629,20 +633,6 @@ fn count_dead_letters(c: &Connection, function: &str, delta: i64) -> rusqlite::R
     )?
     .execute(params![function, delta])
     .map(|_| ())
-}
-
-/// Fills the counts tables once, in a store written before they were kept.
-fn fill_counts(c: &Connection) -> rusqlite::Result<()> {
-    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version >= COUNTS_VERSION {
-        return Ok(());
-    }
-    c.execute_batch("BEGIN IMMEDIATE")?;
-    let filled = c.execute_batch(&format!("{FILL_COUNTS} PRAGMA user_version = {COUNTS_VERSION}; COMMIT;"));
-    if filled.is_err() {
-        let _ = c.execute_batch("ROLLBACK");
-    }
-    filled
 }
 
 /// What became of a move from the accept log.
@@ -923,12 +913,14 @@ mod tests {
         assert!(store.dead_letter_counts().await.unwrap().is_empty());
         drop(store);
 
-        // A store written before the counts were kept has them filled when
-        // opened; one that keeps them is trusted as it is.
+        // Counts gone astray (a store written before they were kept, or by
+        // an older Switchyard) are right again after a recount.
         let c = Connection::open(dir.path().join("switchyard.db")).unwrap();
-        c.execute_batch("DELETE FROM queue_counts; PRAGMA user_version = 0").unwrap();
+        c.execute_batch("DELETE FROM queue_counts; INSERT OR REPLACE INTO dead_letter_counts VALUES ('f', 7)").unwrap();
         drop(c);
         let store = Store::open(dir.path()).unwrap();
+        store.recount().await.unwrap();
+        assert!(store.dead_letter_counts().await.unwrap().is_empty());
         let mut depths = store.depths().await.unwrap();
         depths.sort();
         assert_eq!(depths, vec![("f".to_string(), 3, 30), ("g".to_string(), 1, 40), ("h".to_string(), 1, 60)]);
