@@ -6,9 +6,11 @@
 //! commit), and only after the commit, which with `synchronous=FULL` in WAL mode
 //! means after fsync, does any caller hear back. So nothing a caller was told
 //! is stored can be lost by a crash, and many concurrent jobs share one fsync.
-//! The one exception is the accept log's moves (queue/log.rs), committed
-//! without a sync: the log keeps their events until a later synced commit
-//! covers them.
+//! The exceptions commit without a sync of their own: the accept log's moves
+//! (queue/log.rs), whose events the log keeps until a later synced commit
+//! covers them, and the claims, releases and deletes of delivered events
+//! ([`Commit::Unsynced`]), which a power loss could only undo into a second
+//! delivery.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +41,18 @@ pub struct Store {
     /// back (every job but the accept log's moves).
     jobs: mpsc::Sender<(Job, bool)>,
     path: PathBuf,
+}
+
+/// Whether a job's commit is synced before the job hears back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    Synced,
+    /// For jobs that only claim or release an event, or delete one that was
+    /// delivered. Their commit survives the process being killed (it is in
+    /// the write-ahead log, which the operating system holds); only a power
+    /// loss before the next synced commit could undo it, and undoing it
+    /// costs a delivery made twice, never an event.
+    Unsynced,
 }
 
 /// What an async event is waiting for.
@@ -236,7 +250,7 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.run(f, true).await
+        self.run(f, true, Commit::Synced).await
     }
 
     /// As [`Store::call`], for a job of one statement, which SQLite already
@@ -245,13 +259,14 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.run(f, false).await
+        self.run(f, false, Commit::Synced).await
     }
 
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
         savepoint: bool,
+        commit: Commit,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         let path = self.path.display().to_string();
@@ -271,7 +286,7 @@ impl Store {
             })
         });
         let closed = || StoreError { path: path.clone(), message: "the writer thread has stopped".into() };
-        self.jobs.send((job, true)).await.map_err(|_| closed())?;
+        self.jobs.send((job, commit == Commit::Synced)).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?.map_err(|message| StoreError { path: path.clone(), message })
     }
 
@@ -320,7 +335,7 @@ impl Store {
     /// [`Store::release`]; it is not durable.
     pub async fn claim(&self, function: &str, now: i64, limit: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let function = function.to_string();
-        self.call(move |c| {
+        let claim = move |c: &Connection| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {EVENT_COLUMNS} FROM async_events WHERE function = ?1 AND due_at <= ?2 \
                  AND id NOT IN (SELECT id FROM temp.claimed) ORDER BY due_at, id LIMIT ?3"
@@ -332,14 +347,14 @@ impl Store {
                 claim.execute([e.id])?;
             }
             Ok(events)
-        })
-        .await
+        };
+        self.run(claim, true, Commit::Unsynced).await
     }
 
     /// Ends the claim on an event (whatever became of it).
     pub async fn release(&self, id: i64) -> Result<(), StoreError> {
-        self.call_one(move |c| c.prepare_cached("DELETE FROM temp.claimed WHERE id = ?1")?.execute([id]).map(|_| ()))
-            .await
+        let release = move |c: &Connection| c.prepare_cached("DELETE FROM temp.claimed WHERE id = ?1")?.execute([id]);
+        self.run(release, false, Commit::Unsynced).await.map(|_| ())
     }
 
     /// The earliest `due_at` of `function`'s unclaimed events.
@@ -357,8 +372,12 @@ impl Store {
         .await
     }
 
+    /// Deletes a delivered event. No savepoint, although these are two
+    /// statements (the row and its count): the count's upsert has no
+    /// constraint to break, so it fails only with the whole transaction, and
+    /// the counts are recounted at each start in any case.
     pub async fn delete(&self, id: i64) -> Result<(), StoreError> {
-        self.call(move |c| delete_event(c, id)).await
+        self.run(move |c| delete_event(c, id), false, Commit::Unsynced).await
     }
 
     /// Writes back an event's retry state.
