@@ -81,9 +81,7 @@ impl Dispatcher {
         self.tracker.spawn(async move {
             let id = event.id;
             worker.handle(event).await;
-            if let Err(error) = worker.queue.store.release(id).await {
-                tracing::error!(function = %worker.function.name, %error, "cannot release an async event");
-            }
+            worker.queue.store.release(id);
             drop(permit);
             // The dispatcher's wait left this event out (it was claimed);
             // wake it so a retry runs when due, not at the idle poll.

@@ -8,7 +8,7 @@
 //! is stored can be lost by a crash, and many concurrent jobs share one fsync.
 //! The exceptions commit without a sync of their own: the accept log's moves
 //! (queue/log.rs), whose events the log keeps until a later synced commit
-//! covers them, and the claims, releases and deletes of delivered events
+//! covers them, and the claims and deletes of delivered events
 //! ([`Commit::Unsynced`]), which a power loss could only undo into a second
 //! delivery.
 
@@ -40,14 +40,19 @@ pub struct Store {
     /// Jobs, each with whether its commit must be synced before it hears
     /// back (every job but the accept log's moves).
     jobs: mpsc::Sender<(Job, bool)>,
+    /// Claims ended and not yet removed from `temp.claimed`: the writer
+    /// removes them before its next group, so before any later claim.
+    released: Released,
     path: PathBuf,
 }
+
+type Released = std::sync::Arc<std::sync::Mutex<Vec<i64>>>;
 
 /// Whether a job's commit is synced before the job hears back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Commit {
     Synced,
-    /// For jobs that only claim or release an event, or delete one that was
+    /// For jobs that only claim an event, or delete one that was
     /// delivered. Their commit survives the process being killed (it is in
     /// the write-ahead log, which the operating system holds); only a power
     /// loss before the next synced commit could undo it, and undoing it
@@ -237,11 +242,13 @@ impl Store {
         conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS claimed (id INTEGER PRIMARY KEY)")
             .map_err(|e| error(e.to_string()))?;
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
+        let released = Released::default();
+        let pending = released.clone();
         std::thread::Builder::new()
             .name("switchyard-store".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, pending))
             .map_err(|e| error(format!("cannot start the writer thread: {e}")))?;
-        Ok(Store { jobs: tx, path })
+        Ok(Store { jobs: tx, released, path })
     }
 
     /// Runs `f` inside the next group transaction, in a savepoint of its own;
@@ -352,9 +359,11 @@ impl Store {
     }
 
     /// Ends the claim on an event (whatever became of it).
-    pub async fn release(&self, id: i64) -> Result<(), StoreError> {
-        let release = move |c: &Connection| c.prepare_cached("DELETE FROM temp.claimed WHERE id = ?1")?.execute([id]);
-        self.run(release, false, Commit::Unsynced).await.map(|_| ())
+    /// Not a job of its own: the writer ends the claim before its next
+    /// group, outside any group's transaction, so a failed commit cannot
+    /// leave the event claimed.
+    pub fn release(&self, id: i64) {
+        self.released.lock().unwrap_or_else(|e| e.into_inner()).push(id);
     }
 
     /// The earliest `due_at` of `function`'s unclaimed events.
@@ -759,9 +768,10 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::R
     }
 }
 
-fn writer(conn: Connection, mut jobs: mpsc::Receiver<(Job, bool)>) {
+fn writer(conn: Connection, mut jobs: mpsc::Receiver<(Job, bool)>, released: Released) {
     let mut synced = true;
     while let Some((first, durable)) = jobs.blocking_recv() {
+        end_claims(&conn, &released);
         let mut group = vec![first];
         let mut sync = durable;
         while group.len() < GROUP_MAX {
@@ -796,6 +806,23 @@ fn writer(conn: Connection, mut jobs: mpsc::Receiver<(Job, bool)>) {
         for reply in replies {
             reply(commit.as_deref());
         }
+    }
+}
+
+/// Removes the released claims from `temp.claimed`, each in a transaction of
+/// the temp database only (no sync); any that fail stay pending.
+fn end_claims(conn: &Connection, released: &Released) {
+    let ids = std::mem::take(&mut *released.lock().unwrap_or_else(|e| e.into_inner()));
+    if ids.is_empty() {
+        return;
+    }
+    let failed: Vec<i64> = match conn.prepare_cached("DELETE FROM temp.claimed WHERE id = ?1") {
+        Ok(mut stmt) => ids.into_iter().filter(|id| stmt.execute([id]).is_err()).collect(),
+        Err(_) => ids,
+    };
+    if !failed.is_empty() {
+        tracing::error!(claims = failed.len(), "cannot end claims on async events; trying again before the next group");
+        released.lock().unwrap_or_else(|e| e.into_inner()).extend(failed);
     }
 }
 
