@@ -261,15 +261,12 @@ async fn accept_rounds(
         load(client, accept, connections, Duration::from_millis(500), 202).await;
         let (mut bares, mut durables, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
-            let bare_cpu = baseline.pid.map(support::process_cpu);
+            let bare_before = baseline.pid.map(|pid| (pid, support::process_cpu(pid)));
             let bare = load(client, baseline.url, connections, duration, 202).await;
-            let bare_cpu = match (baseline.pid, bare_cpu) {
-                (Some(pid), Some(before)) => format!(
-                    " ({:.1} µs)",
-                    support::process_cpu(pid).saturating_sub(before).as_secs_f64() * 1e6 / bare.requests.max(1) as f64
-                ),
-                _ => String::new(),
-            };
+            let bare_cpu = bare_before.map_or(String::new(), |(pid, before)| {
+                let spent = support::process_cpu(pid).saturating_sub(before);
+                format!(" ({:.1} µs)", spent.as_secs_f64() * 1e6 / bare.requests.max(1) as f64)
+            });
             eprintln!("accept run {round} starts");
             let cpu = support::process_cpu(pid);
             let threads = support::thread_cpu(pid);

@@ -24,12 +24,12 @@ pub fn peak_rss_mb(pid: u32) -> f64 {
 
 /// CPU time (user and system) a process has used so far.
 pub fn process_cpu(pid: u32) -> Duration {
-    stat_cpu(&format!("/proc/{pid}/stat"))
+    stat_cpu(std::path::Path::new(&format!("/proc/{pid}/stat")))
 }
 
 /// User and system CPU time from a `/proc` `stat` file (a process's or a
 /// thread's).
-fn stat_cpu(path: &str) -> Duration {
+fn stat_cpu(path: &std::path::Path) -> Duration {
     let stat = std::fs::read_to_string(path).unwrap_or_default();
     // The fields after the command name, which is in parentheses.
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
@@ -45,9 +45,8 @@ pub fn thread_cpu(pid: u32) -> Vec<(String, Duration)> {
     let mut threads: Vec<(String, Duration)> = Vec::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return threads };
     for task in tasks.flatten() {
-        let tid: u32 = task.file_name().to_string_lossy().parse().unwrap_or(0);
         let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
-        let cpu = stat_cpu(&format!("/proc/{pid}/task/{tid}/stat"));
+        let cpu = stat_cpu(&task.path().join("stat"));
         match threads.iter_mut().find(|(n, _)| *n == name) {
             Some((_, total)) => *total += cpu,
             None => threads.push((name, cpu)),

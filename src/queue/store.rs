@@ -38,8 +38,8 @@ const QUEUE_MAX: usize = 4096;
 #[derive(Clone)]
 pub struct Store {
     /// Jobs, each with whether its commit must be synced before it hears
-    /// back (every job but the accept log's moves).
-    jobs: mpsc::Sender<(Job, bool)>,
+    /// back.
+    jobs: mpsc::Sender<(Job, Commit)>,
     /// Claims ended and not yet removed from `temp.claimed`: the writer
     /// removes them before its next group, so before any later claim.
     released: Released,
@@ -52,8 +52,9 @@ type Released = std::sync::Arc<std::sync::Mutex<Vec<i64>>>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Commit {
     Synced,
-    /// For jobs that only claim an event, or delete one that was
-    /// delivered. Their commit survives the process being killed (it is in
+    /// For the accept log's moves (the log keeps their events until a synced
+    /// commit covers them), and for jobs that only claim an event or delete
+    /// one that was delivered. Their commit survives the process being killed (it is in
     /// the write-ahead log, which the operating system holds); only a power
     /// loss before the next synced commit could undo it, and undoing it
     /// costs a delivery made twice, never an event.
@@ -293,7 +294,7 @@ impl Store {
             })
         });
         let closed = || StoreError { path: path.clone(), message: "the writer thread has stopped".into() };
-        self.jobs.send((job, commit == Commit::Synced)).await.map_err(|_| closed())?;
+        self.jobs.send((job, commit)).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?.map_err(|message| StoreError { path: path.clone(), message })
     }
 
@@ -322,7 +323,8 @@ impl Store {
         done: impl FnOnce(Moved) + Send + 'static,
     ) {
         let job = move_job(events, last_seq, done);
-        if let Err(mpsc::error::SendError((job, _))) = self.jobs.blocking_send((job, durable)) {
+        let commit = if durable { Commit::Synced } else { Commit::Unsynced };
+        if let Err(mpsc::error::SendError((job, _))) = self.jobs.blocking_send((job, commit)) {
             // The writer thread has stopped: answer as a failed commit would.
             job(None)(Some("the writer thread has stopped"));
         }
@@ -768,17 +770,17 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::R
     }
 }
 
-fn writer(conn: Connection, mut jobs: mpsc::Receiver<(Job, bool)>, released: Released) {
+fn writer(conn: Connection, mut jobs: mpsc::Receiver<(Job, Commit)>, released: Released) {
     let mut synced = true;
-    while let Some((first, durable)) = jobs.blocking_recv() {
+    while let Some((first, commit)) = jobs.blocking_recv() {
         end_claims(&conn, &released);
         let mut group = vec![first];
-        let mut sync = durable;
+        let mut sync = commit == Commit::Synced;
         while group.len() < GROUP_MAX {
             match jobs.try_recv() {
-                Ok((job, durable)) => {
+                Ok((job, commit)) => {
                     group.push(job);
-                    sync |= durable;
+                    sync |= commit == Commit::Synced;
                 }
                 Err(_) => break,
             }
