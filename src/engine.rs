@@ -259,13 +259,13 @@ fn build_mappings(
                 state.send_replace(SourceState::Running);
                 out.webhooks.insert(
                     hook.path.clone(),
-                    WebhookRoute {
-                        mapping: Arc::from(mapping.name.as_str()),
-                        function: function.clone(),
-                        mode: hook.mode,
-                        methods: hook.methods.as_ref().map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
-                        shaper: shaper.clone(),
-                    },
+                    WebhookRoute::new(
+                        &mapping.name,
+                        function.clone(),
+                        hook.mode,
+                        hook.methods.as_ref().map(|m| m.iter().map(|s| s.to_ascii_uppercase()).collect()),
+                        shaper.clone(),
+                    ),
                 );
                 ("webhook", json!({ "path": hook.path, "mode": format!("{:?}", hook.mode).to_lowercase() }), None)
             }

@@ -282,6 +282,11 @@ async fn queue_bound_answers_429() {
         statuses.push(response.status().as_u16());
     }
     assert_eq!(statuses, [202, 202, 202, 202, 202, 429, 429, 429, 429, 429]);
+    let metrics = sy.metrics().await;
+    for status in [202, 429] {
+        let line = format!(r#"switchyard_webhook_requests_total{{mapping="hook",status="{status}"}} 5"#);
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
 
     let response = invoke_event(&sy, "f", "{}").await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);

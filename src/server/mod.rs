@@ -35,6 +35,27 @@ pub struct WebhookRoute {
     /// Upper-case method names; `None` accepts any.
     pub methods: Option<Vec<String>>,
     pub shaper: Arc<crate::shape::Shaper>,
+    /// `switchyard_webhook_requests_total` for the status most of the
+    /// mapping's requests end with (202 async, 200 sync), registered once:
+    /// the macro builds and looks up the labels on every call.
+    pub answered: (StatusCode, metrics::Counter),
+}
+
+impl WebhookRoute {
+    pub fn new(
+        mapping: &str,
+        function: Arc<Function>,
+        mode: WebhookMode,
+        methods: Option<Vec<String>>,
+        shaper: Arc<crate::shape::Shaper>,
+    ) -> Self {
+        let status = match mode {
+            WebhookMode::Async => StatusCode::ACCEPTED,
+            WebhookMode::Sync => StatusCode::OK,
+        };
+        let counter = webhook::requests_counter(mapping, status);
+        WebhookRoute { mapping: Arc::from(mapping), function, mode, methods, shaper, answered: (status, counter) }
+    }
 }
 
 /// What `/v1/mappings` shows of one mapping.

@@ -2,6 +2,7 @@
 //! HTTP API (v2) event; `sync` answers with the function's result, `async`
 //! answers 202 once the event is durably queued.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -23,27 +24,34 @@ pub async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
-    let path = request.uri().path().to_string();
-    let Some(route) = app.webhooks.get(&path) else {
+    let Some(route) = app.webhooks.get(request.uri().path()) else {
         return json(StatusCode::NOT_FOUND, json!({ "message": "Not Found" }));
     };
     let response = serve(&app, route, peer, request).await;
+    let (status, counter) = &route.answered;
+    if response.status() == *status {
+        counter.increment(1);
+    } else {
+        requests_counter(&route.mapping, response.status()).increment(1);
+    }
+    response
+}
+
+pub(super) fn requests_counter(mapping: &str, status: StatusCode) -> metrics::Counter {
     metrics::counter!(
         "switchyard_webhook_requests_total",
-        "mapping" => route.mapping.to_string(),
-        "status" => response.status().as_str().to_string()
+        "mapping" => mapping.to_string(),
+        "status" => status.as_str().to_string()
     )
-    .increment(1);
-    response
 }
 
 async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAddr, request: Request) -> Response {
     if app.draining() {
         return json(StatusCode::SERVICE_UNAVAILABLE, json!({ "message": "Service Unavailable: shutting down" }));
     }
-    let method = request.method().as_str().to_string();
+    let method = request.method().clone();
     if let Some(methods) = &route.methods
-        && !methods.contains(&method)
+        && !methods.iter().any(|m| m == method.as_str())
     {
         return json(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -69,9 +77,9 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         Err(response) => return response,
     };
     let request_id = uuid::Uuid::new_v4().to_string();
-    let protocol = format!("{:?}", parts.version);
+    let protocol = protocol(parts.version);
     let event = apigw::event(&apigw::Request {
-        method: &method,
+        method: method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query(),
         protocol: &protocol,
@@ -99,9 +107,13 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
     match route.mode {
         WebhookMode::Async => match app.queue.accept(&route.function.name, &route.mapping, payload).await {
             Ok(request_id) => {
-                let mut response = json(StatusCode::ACCEPTED, json!({ "requestId": request_id }));
+                // A request id is a UUID: nothing in it to escape.
+                let body = format!(r#"{{"requestId":"{request_id}"}}"#);
+                let mut response = (StatusCode::ACCEPTED, body).into_response();
+                let headers = response.headers_mut();
+                headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
-                    response.headers_mut().insert("x-switchyard-request-id", v);
+                    headers.insert("x-switchyard-request-id", v);
                 }
                 response
             }
@@ -183,6 +195,17 @@ async fn transform_failed(app: &AppState, route: &super::WebhookRoute, event: By
                 }
             }
         }
+    }
+}
+
+/// The protocol as API Gateway names it (`HTTP/1.1`).
+fn protocol(version: axum::http::Version) -> Cow<'static, str> {
+    use axum::http::Version;
+    match version {
+        Version::HTTP_10 => Cow::Borrowed("HTTP/1.0"),
+        Version::HTTP_11 => Cow::Borrowed("HTTP/1.1"),
+        Version::HTTP_2 => Cow::Borrowed("HTTP/2.0"),
+        other => Cow::Owned(format!("{other:?}")),
     }
 }
 
