@@ -19,8 +19,12 @@
 //! second measurement at each connection count, alternating the bare handler
 //! and the durable accept, and prints each round's ratio and the medians,
 //! with Switchyard's CPU per accepted event split by thread (the runtime's
-//! workers, the accept log's, the state store's). `--bare-process` compares
-//! with the bare handler in a process of its own, and shows its CPU per 202.
+//! workers, the accept log's, the state store's), how long per second its
+//! threads waited, runnable, for a core (from `schedstat`: long waits mean
+//! the run is bound by CPU), and the accept log's syncs (from its histograms:
+//! how many per second, how long each, how many events each carried).
+//! `--bare-process` compares with the bare handler in a process of its own,
+//! and shows its CPU per 202.
 
 mod support;
 
@@ -246,9 +250,9 @@ async fn accept_rounds(
     let mut summary = Vec::new();
     let mut peak_rss = 0.0f64;
     println!(
-        "| connections | round | bare 202/s | durable 202/s | ratio | p99 ms | Switchyard's CPU per 202 (by thread, µs) |"
+        "| connections | round | bare 202/s | durable 202/s | ratio | p99 ms | Switchyard's CPU per 202 (by thread, µs) | its threads' wait for a core | the log's syncs |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &connections in counts {
         // A fresh Switchyard and state per count: the accepted events stay
         // queued, and a queue grown by earlier counts would slow the later.
@@ -270,8 +274,13 @@ async fn accept_rounds(
             eprintln!("accept run {round} starts");
             let cpu = support::process_cpu(pid);
             let threads = support::thread_cpu(pid);
+            let waited = support::runqueue_wait(pid);
+            let log = log_syncs(client, switchyard.port).await;
             let accepted = load(client, accept, connections, duration, 202).await;
             let cpu = support::process_cpu(pid).saturating_sub(cpu);
+            let waited =
+                support::runqueue_wait(pid).saturating_sub(waited).as_secs_f64() * 1e3 / accepted.elapsed.as_secs_f64();
+            let log = log_syncs(client, switchyard.port).await.since(&log, accepted.elapsed);
             let per_event = |d: Duration| d.as_secs_f64() * 1e6 / accepted.requests.max(1) as f64;
             let split: Vec<String> = support::thread_cpu(pid)
                 .into_iter()
@@ -286,7 +295,7 @@ async fn accept_rounds(
             durables.push(accepted.rps());
             ratios.push(ratio);
             println!(
-                "| {connections} | {round} | {:.0}{bare_cpu} | {:.0} | {ratio:.2} | {:.2} | {:.1} µs ({}) |",
+                "| {connections} | {round} | {:.0}{bare_cpu} | {:.0} | {ratio:.2} | {:.2} | {:.1} µs ({}) | {waited:.0} ms/s | {log} |",
                 bare.rps(),
                 accepted.rps(),
                 accepted.percentile(0.99),
@@ -295,7 +304,7 @@ async fn accept_rounds(
             );
         }
         let (bare, durable, ratio) = (median(&mut bares), median(&mut durables), median(&mut ratios));
-        println!("| {connections} | median | {bare:.0} | {durable:.0} | {ratio:.2} | | |");
+        println!("| {connections} | median | {bare:.0} | {durable:.0} | {ratio:.2} | | | | |");
         summary.push(format!("{ratio:.2} at {connections}"));
         peak_rss = peak_rss.max(support::peak_rss_mb(pid));
         let _ = child.kill();
@@ -306,6 +315,49 @@ async fn accept_rounds(
         summary.join(", ")
     );
     println!("- Switchyard peak RSS: {peak_rss:.1} MB");
+}
+
+/// The accept log's histograms, as Switchyard's `/metrics` shows them: how
+/// many syncs, their seconds in all, and the events they carried.
+#[derive(Default)]
+struct LogSyncs {
+    syncs: f64,
+    seconds: f64,
+    events: f64,
+}
+
+impl LogSyncs {
+    /// Syncs per second over `elapsed` since `before`, each one's mean time
+    /// and events.
+    fn since(&self, before: &LogSyncs, elapsed: Duration) -> String {
+        let syncs = self.syncs - before.syncs;
+        if syncs <= 0.0 {
+            return "none".into();
+        }
+        format!(
+            "{:.0}/s, {:.0} µs and {:.1} events each",
+            syncs / elapsed.as_secs_f64(),
+            (self.seconds - before.seconds) / syncs * 1e6,
+            (self.events - before.events) / syncs
+        )
+    }
+}
+
+async fn log_syncs(client: &HttpClient, port: u16) -> LogSyncs {
+    let url: hyper::Uri = format!("http://127.0.0.1:{port}/metrics").parse().unwrap();
+    let Ok(response) = client.get(url).await else { return LogSyncs::default() };
+    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let text = String::from_utf8_lossy(&body);
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    LogSyncs {
+        syncs: value("switchyard_accept_log_sync_seconds_count"),
+        seconds: value("switchyard_accept_log_sync_seconds_sum"),
+        events: value("switchyard_accept_log_group_events_sum"),
+    }
 }
 
 /// A short name for one of Switchyard's threads in the CPU split: the

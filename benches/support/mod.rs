@@ -55,6 +55,21 @@ pub fn thread_cpu(pid: u32) -> Vec<(String, Duration)> {
     threads
 }
 
+/// How long the threads of process `pid` have waited, runnable, for a core
+/// so far (the second field of each thread's `schedstat`): a run whose
+/// threads wait long while they are runnable is bound by CPU.
+pub fn runqueue_wait(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            stat.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
 /// Runs `work` and returns its result with the CPU time this process spent
 /// meanwhile (all threads): the bare client's CPU cost, measured while
 /// nothing else in the bench process runs.
