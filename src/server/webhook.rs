@@ -108,7 +108,7 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         WebhookMode::Async => match app.queue.accept(&route.function.name, &route.mapping, payload).await {
             Ok(request_id) => {
                 // A request id is a UUID: nothing in it to escape.
-                let body = format!(r#"{{"requestId":"{request_id}"}}"#);
+                let body = [r#"{"requestId":""#, &request_id, r#""}"#].concat();
                 let mut response = (StatusCode::ACCEPTED, body).into_response();
                 let headers = response.headers_mut();
                 headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
