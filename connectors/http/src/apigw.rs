@@ -78,8 +78,9 @@ fn pairs_as_map<S: serde::Serializer, K: Serialize, V: Serialize>(pairs: &[(K, V
 
 impl Event<'_> {
     pub fn to_json(&self) -> Bytes {
-        // Sized for the whole event up front: grown from empty, the buffer
-        // would be copied half a dozen times on the way to a kilobyte.
+        // Sized for the whole event up front (headers, the body with room for
+        // escapes): grown as it is written, the buffer of a typical event of
+        // a kilobyte or two would be reallocated and copied several times.
         let headers: usize = self.headers.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
         let body = self.body.as_ref().map_or(0, |b| b.len() + b.len() / 8);
         let mut out = Vec::with_capacity(512 + headers + body);
@@ -168,8 +169,8 @@ pub fn event<'a>(req: &Request<'a>) -> Event<'a> {
 }
 
 /// `04/Mar/2020:19:03:58 +0000`, API Gateway's request time (the common log
-/// format), written digit by digit: `format!` costs several times more, on
-/// every webhook request.
+/// format), written digit by digit rather than through `format!`'s
+/// machinery: it is built for every webhook request.
 fn clf_time(t: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
     const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
