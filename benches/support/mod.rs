@@ -43,10 +43,9 @@ fn stat_cpu(path: &std::path::Path) -> Duration {
 /// far, threads of the same name summed (a runtime's workers share one).
 pub fn thread_cpu(pid: u32) -> Vec<(String, Duration)> {
     let mut threads: Vec<(String, Duration)> = Vec::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return threads };
-    for task in tasks.flatten() {
-        let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_string();
-        let cpu = stat_cpu(&task.path().join("stat"));
+    for task in tasks(pid) {
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default().trim().to_string();
+        let cpu = stat_cpu(&task.join("stat"));
         match threads.iter_mut().find(|(n, _)| *n == name) {
             Some((_, total)) => *total += cpu,
             None => threads.push((name, cpu)),
@@ -59,15 +58,18 @@ pub fn thread_cpu(pid: u32) -> Vec<(String, Duration)> {
 /// so far (the second field of each thread's `schedstat`): a run whose
 /// threads wait long while they are runnable is bound by CPU.
 pub fn runqueue_wait(pid: u32) -> Duration {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
-    let nanos: u64 = tasks
-        .flatten()
+    let nanos: u64 = tasks(pid)
         .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let stat = std::fs::read_to_string(task.join("schedstat")).ok()?;
             stat.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .sum();
     Duration::from_nanos(nanos)
+}
+
+/// The `/proc` directories of process `pid`'s threads (none if it is gone).
+fn tasks(pid: u32) -> impl Iterator<Item = std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten().map(|task| task.path())
 }
 
 /// Runs `work` and returns its result with the CPU time this process spent

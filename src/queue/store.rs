@@ -54,10 +54,10 @@ enum Commit {
     Synced,
     /// For the accept log's moves (the log keeps their events until a synced
     /// commit covers them), and for jobs that only claim an event or delete
-    /// one that was delivered. Their commit survives the process being killed (it is in
-    /// the write-ahead log, which the operating system holds); only a power
-    /// loss before the next synced commit could undo it, and undoing it
-    /// costs a delivery made twice, never an event.
+    /// one that was delivered. Their commit survives the process being
+    /// killed (it is in the write-ahead log, which the operating system
+    /// holds); only a power loss before the next synced commit could undo
+    /// it, and undoing it costs a delivery made twice, never an event.
     Unsynced,
 }
 

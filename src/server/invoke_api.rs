@@ -13,18 +13,15 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{ASYNC_PAYLOAD_LIMIT, AppState, SYNC_PAYLOAD_LIMIT, read_body};
+use super::{ASYNC_PAYLOAD_LIMIT, AppState, SYNC_PAYLOAD_LIMIT, json_text, read_body};
 use crate::function::{Invocation, InvokeError, Wait, function_arn};
 use crate::queue::AcceptError;
 
 /// AWS's JSON error: the type in `x-amzn-ErrorType`, the text in `message`.
 fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response {
-    let body = json!({ "Type": "User", "message": message }).to_string();
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    let mut response = json_text(status, json!({ "Type": "User", "message": message }).to_string());
     if let Ok(v) = HeaderValue::from_str(error_type) {
-        headers.insert("x-amzn-errortype", v);
+        response.headers_mut().insert("x-amzn-errortype", v);
     }
     response
 }
@@ -155,9 +152,8 @@ fn client_context(headers: &HeaderMap) -> Result<Option<String>, String> {
 }
 
 fn result_response(body: Bytes, function_error: Option<&'static str>) -> Response {
-    let mut response = (StatusCode::OK, body).into_response();
+    let mut response = json_text(StatusCode::OK, body);
     let headers = response.headers_mut();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
     headers.insert("x-amz-executed-version", HeaderValue::from_static("$LATEST"));
     if let Some(e) = function_error {
         headers.insert("x-amz-function-error", HeaderValue::from_static(e));

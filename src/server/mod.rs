@@ -140,7 +140,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// A JSON response with a status.
 fn json(status: StatusCode, value: serde_json::Value) -> Response {
-    let mut response = (status, value.to_string()).into_response();
+    json_text(status, value.to_string())
+}
+
+/// A response with a status and a body that is JSON already.
+fn json_text(status: StatusCode, body: impl IntoResponse) -> Response {
+    let mut response = (status, body).into_response();
     response.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use serde_json::json;
 use switchyard_http::apigw;
 
-use super::{ASYNC_PAYLOAD_LIMIT, AppState, SYNC_PAYLOAD_LIMIT, json, read_body};
+use super::{ASYNC_PAYLOAD_LIMIT, AppState, SYNC_PAYLOAD_LIMIT, json, json_text, read_body};
 use crate::config::WebhookMode;
 use crate::function::{Invocation, InvokeError, TIMEOUT_ERROR, Wait};
 use crate::queue::AcceptError;
@@ -109,11 +109,9 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
             Ok(request_id) => {
                 // A request id is a UUID: nothing in it to escape.
                 let body = [r#"{"requestId":""#, &request_id, r#""}"#].concat();
-                let mut response = (StatusCode::ACCEPTED, body).into_response();
-                let headers = response.headers_mut();
-                headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                let mut response = json_text(StatusCode::ACCEPTED, body);
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
-                    headers.insert("x-switchyard-request-id", v);
+                    response.headers_mut().insert("x-switchyard-request-id", v);
                 }
                 response
             }

@@ -183,8 +183,8 @@ fn clf_time(t: DateTime<Utc>) -> String {
     out.push_str(MONTHS[t.month0() as usize]);
     out.push('/');
     push_digits(&mut out, year, 4);
-    for (separator, n) in [(':', t.hour()), (':', t.minute()), (':', t.second())] {
-        out.push(separator);
+    for n in [t.hour(), t.minute(), t.second()] {
+        out.push(':');
         push_digits(&mut out, n, 2);
     }
     out.push_str(" +0000");

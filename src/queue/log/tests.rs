@@ -45,13 +45,20 @@ async fn count(store: &Store) -> u64 {
 }
 
 async fn wait_for_count(store: &Store, n: u64) {
+    if !eventually(|| async { count(store).await == n }).await {
+        panic!("the store holds {} events, expected {n}", count(store).await);
+    }
+}
+
+/// Whether `check` holds within 5 seconds, checked every 10 ms.
+async fn eventually<F: std::future::Future<Output = bool>>(mut check: impl FnMut() -> F) -> bool {
     for _ in 0..500 {
-        if count(store).await == n {
-            return;
+        if check().await {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("the store holds {} events, expected {n}", count(store).await);
+    false
 }
 
 fn assert_same(got: &[QueuedEvent], want: &[NewEvent]) {
@@ -102,12 +109,7 @@ async fn moved_events_are_not_queued_again_and_segments_are_reused() {
     wait_for_count(&store, 400).await;
     // The log hears of a move just after its commit, which the count may
     // already see.
-    for _ in 0..500 {
-        if log.unmoved() == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(|| async { log.unmoved() == 0 }).await;
     assert_eq!(log.unmoved(), 0);
     // 400 records take about 20 segments of 4 KB; moved ones are reused.
     let files = segment_files(dir.path());
