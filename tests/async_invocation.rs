@@ -163,6 +163,7 @@ async fn fails_then_succeeds() {
     assert_eq!(record["requestContext"]["functionArn"], "arn:aws:lambda:us-east-1:000000000000:function:f:$LATEST");
     let event = &record["requestPayload"];
     assert_eq!(event["version"], "2.0");
+    assert_eq!(event["requestContext"]["requestId"], id.as_str(), "the event carries the id its 202 gave");
     assert_eq!(event["rawPath"], HOOK);
     assert_eq!(event["body"], body);
     assert_eq!(*event, calls[0].body, "requestPayload is what f received");

@@ -89,6 +89,21 @@ impl AsyncQueue {
 
     /// Durably queues an event; returns its request id once it is on disk.
     pub async fn accept(&self, function: &str, source: &str, payload: Bytes) -> Result<String, AcceptError> {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        self.accept_as(request_id.clone(), function, source, payload).await?;
+        Ok(request_id)
+    }
+
+    /// Durably queues an event under a request id the caller chose (an
+    /// async webhook's, which its event already carries); resolves once it
+    /// is on disk.
+    pub async fn accept_as(
+        &self,
+        request_id: String,
+        function: &str,
+        source: &str,
+        payload: Bytes,
+    ) -> Result<(), AcceptError> {
         // Reserve the place before the (slow, group-committed) write, so
         // concurrent accepts cannot all pass the check and overshoot the bound.
         // `accepting` covers the reservation until the write returned (or the
@@ -100,9 +115,8 @@ impl AsyncQueue {
             self.depth.fetch_sub(1, Ordering::AcqRel);
             return Err(AcceptError::Full(depth));
         }
-        let request_id = uuid::Uuid::new_v4().to_string();
         let event = NewEvent {
-            request_id: request_id.clone(),
+            request_id,
             function: function.to_string(),
             source: source.to_string(),
             payload,
@@ -119,7 +133,7 @@ impl AsyncQueue {
             self.depth.fetch_sub(1, Ordering::AcqRel);
             return Err(error.into());
         }
-        Ok(request_id)
+        Ok(())
     }
 
     /// Stores an event whose transform failed straight in the dead-letter

@@ -105,32 +105,36 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         }
     };
     match route.mode {
-        WebhookMode::Async => match app.queue.accept(&route.function.name, &route.mapping, payload).await {
-            Ok(request_id) => {
-                // A request id is a UUID: nothing in it to escape.
-                let body = [r#"{"requestId":""#, &request_id, r#""}"#].concat();
-                let mut response = json_text(StatusCode::ACCEPTED, body);
-                if let Ok(v) = HeaderValue::from_str(&request_id) {
-                    response.headers_mut().insert("x-switchyard-request-id", v);
+        // The event is queued under the id its requestContext carries, so
+        // the 202, the event and every invocation of it share one id.
+        WebhookMode::Async => {
+            match app.queue.accept_as(request_id.clone(), &route.function.name, &route.mapping, payload).await {
+                Ok(()) => {
+                    // A request id is a UUID: nothing in it to escape.
+                    let body = [r#"{"requestId":""#, &request_id, r#""}"#].concat();
+                    let mut response = json_text(StatusCode::ACCEPTED, body);
+                    if let Ok(v) = HeaderValue::from_str(&request_id) {
+                        response.headers_mut().insert("x-switchyard-request-id", v);
+                    }
+                    response
                 }
-                response
+                Err(AcceptError::Full(_)) => {
+                    let mut r = json(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        json!({ "message": "Too Many Requests: the async queue is full" }),
+                    );
+                    r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+                    r
+                }
+                Err(error) => {
+                    tracing::error!(mapping = %route.mapping, %error, "cannot queue webhook event");
+                    json(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        json!({ "message": "Internal Server Error: the event was not queued" }),
+                    )
+                }
             }
-            Err(AcceptError::Full(_)) => {
-                let mut r = json(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    json!({ "message": "Too Many Requests: the async queue is full" }),
-                );
-                r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
-                r
-            }
-            Err(error) => {
-                tracing::error!(mapping = %route.mapping, %error, "cannot queue webhook event");
-                json(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "message": "Internal Server Error: the event was not queued" }),
-                )
-            }
-        },
+        }
         WebhookMode::Sync => {
             let invocation = Invocation { headers, ..Invocation::new(request_id, payload) };
             match route.function.invoke(&route.mapping, &invocation, Wait::Bounded).await {
