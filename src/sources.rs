@@ -61,10 +61,12 @@ pub fn spawn_async_mapping(
                     }
                     Err(error) => {
                         let payload = Bytes::from(record.data.to_string());
-                        let outcome = match queue.transform_failed(&function.name, &name, payload, &error).await {
-                            Ok(_) => Outcome::Delivered,
-                            Err(e) => Outcome::Retry(e.to_string()),
-                        };
+                        let request_id = uuid::Uuid::new_v4().to_string();
+                        let outcome =
+                            match queue.transform_failed(request_id, &function.name, &name, payload, &error).await {
+                                Ok(()) => Outcome::Delivered,
+                                Err(e) => Outcome::Retry(e.to_string()),
+                            };
                         record.ack.complete(outcome);
                         continue;
                     }

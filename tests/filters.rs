@@ -74,7 +74,8 @@ async fn a_failing_transform_answers_422_sync_and_dead_letters_async() {
     assert_eq!(good.status(), 202);
     let bad = http.post(sy.url("/async")).json(&json!({"name": ["x"]})).send().await.unwrap();
     assert_eq!(bad.status(), 202, "the event is kept, in the dead-letter store");
-    assert_eq!(bad.json::<Value>().await.unwrap()["deadLettered"], true);
+    let bad: Value = bad.json().await.unwrap();
+    assert_eq!(bad["deadLettered"], true);
 
     // format: raw with a string output: the function gets the text itself.
     let got = function.wait_for(1, Duration::from_secs(10)).await;
@@ -84,6 +85,8 @@ async fn a_failing_transform_answers_422_sync_and_dead_letters_async() {
     let entries = entries.as_array().unwrap();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["condition"], "TransformFailed");
+    assert_eq!(entries[0]["requestId"], bad["requestId"], "the entry keeps the id its 202 gave");
+    assert_eq!(entries[0]["payload"]["requestContext"]["requestId"], bad["requestId"], "and so does its event");
     assert_eq!(entries[0]["errorType"], "TransformError");
     assert!(entries[0]["errorMessage"].as_str().unwrap().contains("jq error"), "{}", entries[0]);
 }

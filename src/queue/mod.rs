@@ -137,23 +137,30 @@ impl AsyncQueue {
     }
 
     /// Stores an event whose transform failed straight in the dead-letter
-    /// store, with the error, where it can be seen and replayed.
+    /// store, under `request_id`, with the error, where it can be seen and
+    /// replayed.
     pub async fn transform_failed(
         &self,
+        request_id: String,
         function: &str,
         source: &str,
         payload: Bytes,
         error: &str,
-    ) -> Result<String, StoreError> {
-        tracing::warn!(mapping = source, function, error, "transform failed; the event goes to the dead-letter store");
-        let request_id = uuid::Uuid::new_v4().to_string();
+    ) -> Result<(), StoreError> {
+        tracing::warn!(
+            mapping = source,
+            function,
+            request_id,
+            error,
+            "transform failed; the event goes to the dead-letter store"
+        );
         let now = now_ms();
         self.store
             .dead_letter(
                 None,
                 DeadLetter {
                     id: 0,
-                    request_id: request_id.clone(),
+                    request_id,
                     function: function.to_string(),
                     source: source.to_string(),
                     payload,
@@ -169,7 +176,7 @@ impl AsyncQueue {
                 },
             )
             .await?;
-        Ok(request_id)
+        Ok(())
     }
 
     /// An event left the queue for good (done, dead-lettered).

@@ -101,7 +101,7 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         };
         match shaped {
             Ok(shaped) => (shaped.payload, shaped.headers),
-            Err(error) => return transform_failed(app, route, event.to_json(), error).await,
+            Err(error) => return transform_failed(app, route, &request_id, event.to_json(), error).await,
         }
     };
     match route.mode {
@@ -179,15 +179,27 @@ fn filtered(mode: WebhookMode) -> Response {
 
 /// A sync caller learns why its request could not be transformed; an async
 /// one's event is kept in the dead-letter store with the error.
-async fn transform_failed(app: &AppState, route: &super::WebhookRoute, event: Bytes, error: String) -> Response {
+async fn transform_failed(
+    app: &AppState,
+    route: &super::WebhookRoute,
+    request_id: &str,
+    event: Bytes,
+    error: String,
+) -> Response {
     match route.mode {
         WebhookMode::Sync => json(
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({ "message": format!("Unprocessable Entity: transform failed: {error}") }),
         ),
         WebhookMode::Async => {
-            match app.queue.transform_failed(&route.function.name, &route.mapping, event, &error).await {
-                Ok(id) => json(StatusCode::ACCEPTED, json!({ "requestId": id, "deadLettered": true, "error": error })),
+            match app
+                .queue
+                .transform_failed(request_id.to_string(), &route.function.name, &route.mapping, event, &error)
+                .await
+            {
+                Ok(()) => {
+                    json(StatusCode::ACCEPTED, json!({ "requestId": request_id, "deadLettered": true, "error": error }))
+                }
                 Err(e) => {
                     tracing::error!(mapping = %route.mapping, error = %e, "cannot store a webhook event whose transform failed");
                     json(
