@@ -35,10 +35,15 @@ pub struct WebhookRoute {
     /// Upper-case method names; `None` accepts any.
     pub methods: Option<Vec<String>>,
     pub shaper: Arc<crate::shape::Shaper>,
-    /// `switchyard_webhook_requests_total` for the status most of the
-    /// mapping's requests end with (202 async, 200 sync), registered once:
-    /// the macro builds and looks up the labels on every call.
-    pub answered: (StatusCode, metrics::Counter),
+    usual: UsualAnswer,
+}
+
+/// The status most of a mapping's requests end with (202 async, 200 sync)
+/// and its `switchyard_webhook_requests_total`, registered once: the macro
+/// builds and looks up the labels on every call.
+struct UsualAnswer {
+    status: StatusCode,
+    requests: metrics::Counter,
 }
 
 impl WebhookRoute {
@@ -53,8 +58,17 @@ impl WebhookRoute {
             WebhookMode::Async => StatusCode::ACCEPTED,
             WebhookMode::Sync => StatusCode::OK,
         };
-        let counter = webhook::requests_counter(mapping, status);
-        WebhookRoute { mapping: Arc::from(mapping), function, mode, methods, shaper, answered: (status, counter) }
+        let usual = UsualAnswer { status, requests: webhook::requests_counter(mapping, status) };
+        WebhookRoute { mapping: Arc::from(mapping), function, mode, methods, shaper, usual }
+    }
+
+    /// Counts a request of this mapping answered with `status`.
+    pub fn count_answer(&self, status: StatusCode) {
+        if status == self.usual.status {
+            self.usual.requests.increment(1);
+        } else {
+            webhook::requests_counter(&self.mapping, status).increment(1);
+        }
     }
 }
 

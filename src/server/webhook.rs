@@ -28,12 +28,7 @@ pub async fn handle(
         return json(StatusCode::NOT_FOUND, json!({ "message": "Not Found" }));
     };
     let response = serve(&app, route, peer, request).await;
-    let (status, counter) = &route.answered;
-    if response.status() == *status {
-        counter.increment(1);
-    } else {
-        requests_counter(&route.mapping, response.status()).increment(1);
-    }
+    route.count_answer(response.status());
     response
 }
 
