@@ -2,7 +2,6 @@
 //! HTTP API (v2) event; `sync` answers with the function's result, `async`
 //! answers 202 once the event is durably queued.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -77,7 +76,7 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         method: method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query(),
-        protocol: &protocol,
+        protocol,
         headers: &parts.headers,
         body: &body,
         source_ip: Some(peer.ip()),
@@ -207,14 +206,16 @@ async fn transform_failed(
     }
 }
 
-/// The protocol as API Gateway names it (`HTTP/1.1`).
-fn protocol(version: axum::http::Version) -> Cow<'static, str> {
+/// The protocol as API Gateway names it (`HTTP/1.1`). `Version` lists
+/// every version `http` knows; hyper serves none beyond them.
+fn protocol(version: axum::http::Version) -> &'static str {
     use axum::http::Version;
     match version {
-        Version::HTTP_10 => Cow::Borrowed("HTTP/1.0"),
-        Version::HTTP_11 => Cow::Borrowed("HTTP/1.1"),
-        Version::HTTP_2 => Cow::Borrowed("HTTP/2.0"),
-        other => Cow::Owned(format!("{other:?}")),
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
     }
 }
 
@@ -222,5 +223,17 @@ fn mode_name(mode: WebhookMode) -> &'static str {
     match mode {
         WebhookMode::Sync => "sync",
         WebhookMode::Async => "async",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Version;
+
+    #[test]
+    fn protocol_names_every_version_as_http_writes_it() {
+        for version in [Version::HTTP_09, Version::HTTP_10, Version::HTTP_11, Version::HTTP_2, Version::HTTP_3] {
+            assert_eq!(super::protocol(version), format!("{version:?}"));
+        }
     }
 }
