@@ -108,7 +108,7 @@ async fn messages_reach_the_function_in_lambdas_shape_and_are_acked() {
     publish(&ch, &queue, &sent).await;
 
     let function = FunctionServer::echo().await;
-    let sy = Switchyard::start(&common::config(
+    let mut sy = Switchyard::start(&common::config(
         &function.url(),
         "",
         &mapping(&queue, "    batch: { size: 10, window: 100ms }\n"),
@@ -130,8 +130,13 @@ async fn messages_reach_the_function_in_lambdas_shape_and_are_acked() {
         assert!(b.len() <= 10);
         assert!(b.windows(2).all(|w| w[0] < w[1]), "order within a batch: {b:?}");
     }
-    // Every message was acknowledged: the queue is empty once the consumer stops.
-    drop(sy);
+    // Every message was acknowledged: the queue is empty once the consumer
+    // stops. Stopped gracefully: the function may have answered the last
+    // batch a moment before its ack went out, and a SIGKILL in that moment
+    // would rightly leave it to be delivered again.
+    sy.signal(libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| sy.wait_exit(Duration::from_secs(15)));
+    assert!(status.success(), "SIGTERM exit: {status}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(drain(&ch, &queue).await.is_empty(), "nothing left unacknowledged");
     delete(&ch, &queue).await;
