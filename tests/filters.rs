@@ -218,7 +218,7 @@ mod rabbitmq {
     on_failure: {{ dlq: {{}} }}
 "#
         );
-        let sy = Switchyard::start(&common::config(&function.url(), "", &mapping));
+        let mut sy = Switchyard::start(&common::config(&function.url(), "", &mapping));
         let expected: Vec<i64> = (0..20).filter(|i| i % 2 == 0).collect();
         let seen = within("the 10 hot readings", async || {
             let mut seen: Vec<i64> = function
@@ -248,8 +248,9 @@ mod rabbitmq {
         let data = base64::engine::general_purpose::STANDARD.decode(record["data"].as_str().unwrap()).unwrap();
         assert_eq!(serde_json::from_slice::<Value>(&data).unwrap()["sensor"], 7, "the original record is kept");
 
-        // Everything was acknowledged, filtered records included.
-        drop(sy);
+        // Everything was acknowledged, filtered records included (a graceful
+        // stop, as in tests/rabbitmq.rs).
+        sy.stop();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let left = ch.basic_get(short(&queue), BasicGetOptions::default()).await.unwrap();
         assert!(left.is_none(), "no message left unacknowledged");

@@ -141,8 +141,7 @@ async fn instances_stop_with_switchyard() {
     let pid = body["pid"].as_i64().unwrap() as libc::pid_t;
     // SAFETY: signal 0 only checks that the process exists.
     assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "the instance runs");
-    sy.signal(libc::SIGTERM);
-    assert!(sy.wait_exit(Duration::from_secs(20)).success());
+    sy.stop();
     eventually(Duration::from_secs(10), "the instance to be gone", async || {
         // SAFETY: as above.
         (unsafe { libc::kill(pid, 0) } != 0).then_some(())
@@ -214,7 +213,7 @@ mappings:
         python = python(),
         dir = code.path().display(),
     );
-    let sy = Switchyard::start(&text);
+    let mut sy = Switchyard::start(&text);
     let entry = eventually(Duration::from_secs(60), "the poison message in the dead-letter store", async || {
         let out = sy.cli(&["dlq", "list", "--json"]);
         let list: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -230,8 +229,10 @@ mappings:
         .collect();
     assert_eq!(failed.len(), 1, "only the record the handler named failed: {entry}");
     assert_eq!(failed[0]["basicProperties"]["messageId"], "id-5");
-    // The other eleven were acknowledged after their batch succeeded.
-    drop(sy);
+    // The other eleven were acknowledged after their batch succeeded (a
+    // graceful stop: a SIGKILL between a batch's end and its ack would
+    // rightly leave it to be delivered again).
+    sy.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(ch.basic_get(short(&queue), BasicGetOptions::default()).await.unwrap().is_none(), "nothing left unacked");
     let _ = ch.queue_delete(short(&queue), Default::default()).await;

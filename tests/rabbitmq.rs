@@ -134,9 +134,7 @@ async fn messages_reach_the_function_in_lambdas_shape_and_are_acked() {
     // stops. Stopped gracefully: the function may have answered the last
     // batch a moment before its ack went out, and a SIGKILL in that moment
     // would rightly leave it to be delivered again.
-    sy.signal(libc::SIGTERM);
-    let status = tokio::task::block_in_place(|| sy.wait_exit(Duration::from_secs(15)));
-    assert!(status.success(), "SIGTERM exit: {status}");
+    sy.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(drain(&ch, &queue).await.is_empty(), "nothing left unacknowledged");
     delete(&ch, &queue).await;

@@ -247,6 +247,14 @@ impl Switchyard {
         }
     }
 
+    /// SIGTERM, and wait (at most 20 s) for a clean exit: what is in flight
+    /// is finished and acknowledged first.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = tokio::task::block_in_place(|| self.wait_exit(Duration::from_secs(20)));
+        assert!(status.success(), "SIGTERM exit: {status}");
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill9(&mut self) {
         self.signal(libc::SIGKILL);
