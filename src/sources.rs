@@ -50,6 +50,7 @@ pub fn spawn_async_mapping(
         // Ends when the source has stopped and dropped its sender.
         while let Some(mut record) = rx.recv().await {
             record.materialize();
+            let request_id = uuid::Uuid::new_v4().to_string();
             let payload = if shaper.is_passthrough() {
                 Bytes::from(record.data.to_string())
             } else {
@@ -61,7 +62,6 @@ pub fn spawn_async_mapping(
                     }
                     Err(error) => {
                         let payload = Bytes::from(record.data.to_string());
-                        let request_id = uuid::Uuid::new_v4().to_string();
                         let outcome =
                             match queue.transform_failed(request_id, &function.name, &name, payload, &error).await {
                                 Ok(()) => Outcome::Delivered,
@@ -72,8 +72,8 @@ pub fn spawn_async_mapping(
                     }
                 }
             };
-            match queue.accept(&function.name, &name, payload).await {
-                Ok(request_id) => {
+            match queue.accept(request_id.clone(), &function.name, &name, payload).await {
+                Ok(()) => {
                     tracing::debug!(mapping = %name, function = %function.name, %request_id, "event queued");
                     record.ack.complete(Outcome::Delivered);
                 }

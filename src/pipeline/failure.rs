@@ -136,7 +136,9 @@ impl FailureRoute {
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             Target::Function(name) => {
-                self.queue.accept(name, mapping, failure_record).await.map(|_| ()).map_err(|e| e.to_string())
+                // The destination's invocation is a new one, with an id of its own.
+                let request_id = uuid::Uuid::new_v4().to_string();
+                self.queue.accept(request_id, name, mapping, failure_record).await.map_err(|e| e.to_string())
             }
             Target::Send(destination) => {
                 destination.send(std::slice::from_ref(&failure_record)).await.map_err(|e| e.to_string())

@@ -87,17 +87,10 @@ impl AsyncQueue {
         &self.store
     }
 
-    /// Durably queues an event; returns its request id once it is on disk.
-    pub async fn accept(&self, function: &str, source: &str, payload: Bytes) -> Result<String, AcceptError> {
-        let request_id = uuid::Uuid::new_v4().to_string();
-        self.accept_as(request_id.clone(), function, source, payload).await?;
-        Ok(request_id)
-    }
-
-    /// Durably queues an event under a request id the caller chose (an
-    /// async webhook's, which its event already carries); resolves once it
-    /// is on disk.
-    pub async fn accept_as(
+    /// Durably queues an event under the request id its caller chose (an
+    /// async webhook's event already carries its id); resolves once it is on
+    /// disk.
+    pub async fn accept(
         &self,
         request_id: String,
         function: &str,

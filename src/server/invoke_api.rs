@@ -95,18 +95,21 @@ pub async fn invoke(
     }
     match invocation_type.as_str() {
         "DryRun" => StatusCode::NO_CONTENT.into_response(),
-        "Event" => match app.queue.accept(&name, "invoke-api", payload).await {
-            Ok(request_id) => with_request_id(StatusCode::ACCEPTED.into_response(), &request_id),
-            Err(AcceptError::Full(_)) => aws_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TooManyRequestsException",
-                "Rate Exceeded: the async queue is full",
-            ),
-            Err(error) => {
-                tracing::error!(function = %name, %error, "cannot queue async invocation");
-                aws_error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "the event was not queued")
+        "Event" => {
+            let request_id = uuid::Uuid::new_v4().to_string();
+            match app.queue.accept(request_id.clone(), &name, "invoke-api", payload).await {
+                Ok(()) => with_request_id(StatusCode::ACCEPTED.into_response(), &request_id),
+                Err(AcceptError::Full(_)) => aws_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TooManyRequestsException",
+                    "Rate Exceeded: the async queue is full",
+                ),
+                Err(error) => {
+                    tracing::error!(function = %name, %error, "cannot queue async invocation");
+                    aws_error(StatusCode::INTERNAL_SERVER_ERROR, "ServiceException", "the event was not queued")
+                }
             }
-        },
+        }
         _ => {
             let request_id = uuid::Uuid::new_v4().to_string();
             let client_context = match client_context(&headers) {

@@ -102,7 +102,7 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         // The event is queued under the id its requestContext carries, so
         // the 202, the event and every invocation of it share one id.
         WebhookMode::Async => {
-            match app.queue.accept_as(request_id.clone(), &route.function.name, &route.mapping, payload).await {
+            match app.queue.accept(request_id.clone(), &route.function.name, &route.mapping, payload).await {
                 Ok(()) => {
                     // A request id is a UUID: nothing in it to escape.
                     let body = [r#"{"requestId":""#, &request_id, r#""}"#].concat();
