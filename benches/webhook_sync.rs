@@ -9,15 +9,20 @@
 //! 2. Async webhook accept (durable 202) vs a bare axum handler that reads
 //!    the body and answers 202, same client and connections. The accepting
 //!    mapping's function holds its one invocation, so delivery does not compete
-//!    with the accepts being measured.
+//!    with the accepts being measured. Beside them, the durable floor
+//!    (benches/support/floor.rs): a handler that only group-commits the body
+//!    to a file before its 202, which shows what durability alone costs on
+//!    the machine, and so how much of the gap to the bare handler is
+//!    Switchyard's own.
 //! 3. End-to-end async delivery rate to the trivial function: a fixed number
 //!    of events posted, timed from the first post to the last delivery.
 //!
 //! Switchyard's peak RSS (VmHWM) is reported after the run.
 //!
 //! `-- --accept-only [--rounds 3] [--connections 32,64,128,256]` runs only the
-//! second measurement at each connection count, alternating the bare handler
-//! and the durable accept, and prints each round's ratio and the medians,
+//! second measurement at each connection count, alternating the bare handler,
+//! the durable floor and the durable accept, and prints each round's ratios
+//! and the medians,
 //! with Switchyard's CPU per accepted event split by thread (the runtime's
 //! workers, the accept log's, the state store's), how long per second its
 //! threads waited, runnable, for a core (from `schedstat`: long waits mean
@@ -178,14 +183,24 @@ async fn start_bare_accept() -> SocketAddr {
 /// with `--bare-server PORT`), so that, like Switchyard, it does not share the
 /// load generator's process.
 fn spawn_bare_process() -> (Child, SocketAddr) {
+    spawn_server_process("--bare-server")
+}
+
+/// The durable floor (benches/support/floor.rs) in a process of its own
+/// (`--floor-server PORT`).
+fn spawn_floor_process() -> (Child, SocketAddr) {
+    spawn_server_process("--floor-server")
+}
+
+fn spawn_server_process(flag: &str) -> (Child, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--bare-server", &port.to_string()])
+        .args([flag, &port.to_string()])
         .stdout(Stdio::null())
         .spawn()
-        .expect("cannot start the bare server process");
+        .unwrap_or_else(|e| panic!("cannot start this benchmark with {flag}: {e}"));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    for _ in 0..200 {
+    for _ in 0..400 {
         if std::net::TcpStream::connect(addr).is_ok() {
             return (child, addr);
         }
@@ -193,7 +208,7 @@ fn spawn_bare_process() -> (Child, SocketAddr) {
     }
     let _ = child.kill();
     let _ = child.wait();
-    panic!("the bare server process did not listen");
+    panic!("the server process started with {flag} did not listen");
 }
 
 async fn serve(app: axum::Router) -> SocketAddr {
@@ -234,25 +249,27 @@ async fn wait_ready(client: &HttpClient, port: u16) {
     panic!("switchyard did not become ready");
 }
 
-/// `--accept-only`: for each connection count, alternates the bare handler
-/// and the durable accept for `rounds` rounds and prints each round's ratio
-/// and the medians. Each round's ratio pairs runs a few seconds apart, so it
+/// `--accept-only`: for each connection count, alternates the bare handler,
+/// the durable floor and the durable accept for `rounds` rounds and prints
+/// each round's ratios and the medians. Each round's ratio pairs runs a few seconds apart, so it
 /// holds up when the machine's speed drifts. Switchyard's pid goes to stderr
 /// so a profiler can attach.
 async fn accept_rounds(
     client: &HttpClient,
     baseline: &Baseline<'_>,
+    floor: &Baseline<'_>,
     switchyard: &Accept<'_>,
     counts: &[usize],
     duration: Duration,
     rounds: usize,
 ) {
     let mut summary = Vec::new();
+    let mut floor_summary = Vec::new();
     let mut peak_rss = 0.0f64;
     println!(
-        "| connections | round | bare 202/s | durable 202/s | ratio | p99 ms | Switchyard's CPU per 202 (by thread, µs) | its threads' wait for a core | the log's syncs |"
+        "| connections | round | bare 202/s | floor 202/s (floor/bare) | durable 202/s | ratio | of the floor | p99 ms | Switchyard's CPU per 202 (by thread, µs) | its threads' wait for a core | the log's syncs |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &connections in counts {
         // A fresh Switchyard and state per count: the accepted events stay
         // queued, and a queue grown by earlier counts would slow the later.
@@ -264,12 +281,19 @@ async fn accept_rounds(
         let accept = switchyard.url;
         load(client, accept, connections, Duration::from_millis(500), 202).await;
         let (mut bares, mut durables, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut floors, mut floor_ratios) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
             let bare_before = baseline.pid.map(|pid| (pid, support::process_cpu(pid)));
             let bare = load(client, baseline.url, connections, duration, 202).await;
             let bare_cpu = bare_before.map_or(String::new(), |(pid, before)| {
                 let spent = support::process_cpu(pid).saturating_sub(before);
                 format!(" ({:.1} µs)", spent.as_secs_f64() * 1e6 / bare.requests.max(1) as f64)
+            });
+            let floor_before = floor.pid.map(|pid| (pid, support::process_cpu(pid)));
+            let floored = load(client, floor.url, connections, duration, 202).await;
+            let floor_cpu = floor_before.map_or(String::new(), |(pid, before)| {
+                let spent = support::process_cpu(pid).saturating_sub(before);
+                format!(", {:.1} µs", spent.as_secs_f64() * 1e6 / floored.requests.max(1) as f64)
             });
             eprintln!("accept run {round} starts");
             let cpu = support::process_cpu(pid);
@@ -291,21 +315,31 @@ async fn accept_rounds(
                 })
                 .collect();
             let ratio = accepted.rps() / bare.rps();
+            let floor_ratio = floored.rps() / bare.rps();
+            floors.push(floored.rps());
+            floor_ratios.push(floor_ratio);
             bares.push(bare.rps());
             durables.push(accepted.rps());
             ratios.push(ratio);
             println!(
-                "| {connections} | {round} | {:.0}{bare_cpu} | {:.0} | {ratio:.2} | {:.2} | {:.1} µs ({}) | {waited:.0} ms/s | {log} |",
+                "| {connections} | {round} | {:.0}{bare_cpu} | {:.0} ({floor_ratio:.2}{floor_cpu}) | {:.0} | {ratio:.2} | {:.2} | {:.2} | {:.1} µs ({}) | {waited:.0} ms/s | {log} |",
                 bare.rps(),
+                floored.rps(),
                 accepted.rps(),
+                accepted.rps() / floored.rps(),
                 accepted.percentile(0.99),
                 per_event(cpu),
                 split.join(", ")
             );
         }
         let (bare, durable, ratio) = (median(&mut bares), median(&mut durables), median(&mut ratios));
-        println!("| {connections} | median | {bare:.0} | {durable:.0} | {ratio:.2} | | | | |");
+        let (floored, floor_ratio) = (median(&mut floors), median(&mut floor_ratios));
+        println!(
+            "| {connections} | median | {bare:.0} | {floored:.0} ({floor_ratio:.2}) | {durable:.0} | {ratio:.2} | {:.2} | | | | |",
+            durable / floored
+        );
         summary.push(format!("{ratio:.2} at {connections}"));
+        floor_summary.push(format!("{floor_ratio:.2} at {connections}"));
         peak_rss = peak_rss.max(support::peak_rss_mb(pid));
         let _ = child.kill();
         let _ = child.wait();
@@ -313,6 +347,10 @@ async fn accept_rounds(
     println!(
         "\n- async accept ratio, median of {rounds} rounds per connection count: {} (goal: at least 0.5)",
         summary.join(", ")
+    );
+    println!(
+        "- the durable floor (a handler that only group-commits the body to a file), median ratio to the bare handler: {}",
+        floor_summary.join(", ")
     );
     println!("- Switchyard peak RSS: {peak_rss:.1} MB");
 }
@@ -407,6 +445,11 @@ async fn main() {
         axum::serve(listener, app).await.unwrap();
         return;
     }
+    if let Some(port) = std::env::args().skip_while(|a| a != "--floor-server").nth(1) {
+        let dir = tempfile::tempdir().unwrap();
+        support::floor::serve(port.parse().expect("--floor-server takes a port"), dir.path()).await;
+        return;
+    }
     let seconds = support::arg("--seconds", 5);
     let duration = Duration::from_secs(seconds as u64);
     let events = support::arg("--events", 20_000);
@@ -444,8 +487,13 @@ async fn main() {
             let _ = bare_process.kill();
             Baseline { url: &bare_url, pid: None }
         };
-        accept_rounds(&client, &baseline, &accept, &counts, duration, rounds).await;
+        let (mut floor_process, floor_addr) = spawn_floor_process();
+        let floor_url = format!("http://{floor_addr}/");
+        let floor = Baseline { url: &floor_url, pid: Some(floor_process.id()) };
+        accept_rounds(&client, &baseline, &floor, &accept, &counts, duration, rounds).await;
         let _ = bare_process.kill();
+        let _ = floor_process.kill();
+        let _ = floor_process.wait();
         return;
     }
     // Warm up connections and caches.
@@ -459,9 +507,20 @@ async fn main() {
 
     let bare_32 = load(&client, &bare_url, 32, duration, 202).await;
     let bare_process_32 = load(&client, &bare_process_url, 32, duration, 202).await;
+    let bare_process_256 = load(&client, &bare_process_url, 256, duration, 202).await;
     let _ = bare_process.kill();
     let _ = bare_process.wait();
+    let (mut floor_process, floor_addr) = spawn_floor_process();
+    let floor_url = format!("http://{floor_addr}/");
+    load(&client, &floor_url, 32, Duration::from_millis(500), 202).await;
+    let floor_32 = load(&client, &floor_url, 32, duration, 202).await;
+    let floor_256 = load(&client, &floor_url, 256, duration, 202).await;
+    let _ = floor_process.kill();
+    let _ = floor_process.wait();
     let accept_32 = load(&client, &accept_url, 32, duration, 202).await;
+    // On the same Switchyard, whose queue now holds the 32-connection run's
+    // events (parked: their function holds its one invocation).
+    let accept_256 = load(&client, &accept_url, 256, duration, 202).await;
 
     // End to end: post a fixed number of events to the fast function's async
     // webhook; the rate counts from the first post to the last delivery.
@@ -490,7 +549,11 @@ async fn main() {
         ("sync webhook via Switchyard, 32 connections", &sync_32),
         ("bare axum 202 in the load generator's process, 32 connections", &bare_32),
         ("bare axum 202 in a process of its own, 32 connections", &bare_process_32),
+        ("durable floor 202 (group commit to a file, nothing else) in a process of its own, 32 connections", &floor_32),
         ("async webhook durable 202, 32 connections", &accept_32),
+        ("bare axum 202 in a process of its own, 256 connections", &bare_process_256),
+        ("durable floor 202 in a process of its own, 256 connections", &floor_256),
+        ("async webhook durable 202, 256 connections", &accept_256),
     ] {
         println!("{}", row(name, s));
     }
@@ -501,11 +564,17 @@ async fn main() {
         sync_1.percentile(0.99) - direct_1.percentile(0.99)
     );
     println!("- sync throughput ratio at 32 connections: {:.2} of direct", sync_32.rps() / direct_32.rps());
-    println!(
-        "- async accept ratio at 32 connections: {:.2} of the bare handler in the load generator's process, {:.2} of the bare handler in a process of its own (goal: at least 0.5)",
-        accept_32.rps() / bare_32.rps(),
-        accept_32.rps() / bare_process_32.rps()
-    );
+    for (connections, bare, floor, accept) in
+        [(32, &bare_process_32, &floor_32, &accept_32), (256, &bare_process_256, &floor_256, &accept_256)]
+    {
+        println!(
+            "- at {connections} connections, against the bare handler in a process of its own: Switchyard's durable accept {:.2} (goal: at least 0.5), the durable floor {:.2}; Switchyard: {:.2} of the floor; accept p99 {:.2} ms",
+            accept.rps() / bare.rps(),
+            floor.rps() / bare.rps(),
+            accept.rps() / floor.rps(),
+            accept.percentile(0.99)
+        );
+    }
     println!(
         "- async end to end: {delivered} of {posted} accepted events delivered in {:.2}s: {delivery_rate:.0} events/s",
         e2e.as_secs_f64()

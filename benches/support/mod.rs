@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 mod count;
+pub mod floor;
 
 /// A process's peak resident memory (VmHWM) in MB.
 pub fn peak_rss_mb(pid: u32) -> f64 {
