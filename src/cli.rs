@@ -168,8 +168,20 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         DlqCommand::Replay(sel) => {
-            let ids = open(&sel.config)?.dlq_replay(sel.selection()?, now_ms()).await?;
+            let config = Config::load(&sel.config.config)?;
+            let functions = config.functions.keys().cloned().collect();
+            let replayed = Store::open(&config.state.dir)?.dlq_replay(sel.selection()?, functions, now_ms()).await?;
+            let ids = &replayed.ids;
             println!("replayed {} dead letter(s): {ids:?}", ids.len());
+            for (id, function) in &replayed.unknown {
+                eprintln!(
+                    "dead letter {id} not replayed: its function `{function}` is not in {}; it stays in the dead-letter store",
+                    sel.config.config.display()
+                );
+            }
+            if !replayed.unknown.is_empty() {
+                anyhow::bail!("{} dead letter(s) were not replayed", replayed.unknown.len());
+            }
             if !sel.all && ids.len() < sel.ids.len() {
                 anyhow::bail!("some ids were not found in the dead-letter store");
             }

@@ -626,3 +626,64 @@ async fn metrics_follow_the_queue_and_its_outcomes() {
     assert_eq!(metric(&text, r#"switchyard_async_retries_total{function="f",reason="#), Some(1.0), "one retry: {text}");
     assert_eq!(metric(&text, r#"switchyard_async_queue_depth{function="f"}"#), Some(0.0), "{text}");
 }
+
+/// Events queued for a function that the next config no longer has go to the
+/// dead-letter store at start (`FunctionNotFound`) instead of waiting for good
+/// for a dispatcher that does not exist, holding their place under the bound.
+/// A replay leaves them there until the function is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_gone_from_the_config_has_its_events_dead_lettered() {
+    // Nobody listens at f's URL: its events stay queued, retried.
+    let with_f = config(&closed_url(), "", &async_hook());
+    let dir = tempfile::tempdir().unwrap();
+    let mut sy = Switchyard::start_in(dir.path(), &with_f, &[]);
+    let ids = BTreeSet::from([accepted(&sy, r#"{"n":1}"#).await, accepted(&sy, r#"{"n":2}"#).await]);
+    sy.stop();
+    drop(sy);
+
+    // The next config names the function g.
+    let g = FunctionServer::start(|_, _| ok()).await;
+    let with_g = config(&g.url(), "", &async_hook()).replace("  f:\n", "  g:\n").replace("function: f", "function: g");
+    let sy = Switchyard::start_in(dir.path(), &with_g, &[]);
+    let letters = dlq(&sy).await;
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter["function"], "f");
+        assert_eq!(letter["condition"], "FunctionNotFound");
+        assert_eq!(letter["errorType"], "ResourceNotFoundException");
+        assert_eq!(letter["errorMessage"], "Function not found: f (not in the config)");
+    }
+    let dead: BTreeSet<String> = letters.iter().map(|l| l["requestId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(dead, ids, "the same events, under their request ids");
+    assert!(
+        sy.logs().iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("no longer has"))
+            && l["function"] == "f"
+            && l["events"] == 2),
+        "a warning names the function and its events"
+    );
+
+    // Replays leave them in the store, and say why.
+    let first = letters[0]["id"].as_i64().unwrap();
+    let one = client().post(sy.url(&format!("/v1/dlq/{first}/replay"))).send().await.unwrap();
+    assert_eq!(one.status(), StatusCode::CONFLICT);
+    let message = one.json::<Value>().await.unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains("`f` is not in the config"), "{message}");
+    let all: Value = client().post(sy.url("/v1/dlq/replay")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(all["replayed"], json!([]));
+    assert_eq!(all["not_in_config"].as_array().map(Vec::len), Some(2), "{all}");
+    let out = sy.cli(&["dlq", "replay", "--all"]);
+    assert!(!out.status.success(), "the CLI fails when it replays nothing it was asked to");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("its function `f` is not in"));
+    assert_eq!(dlq(&sy).await.len(), 2);
+    drop(sy);
+
+    // With f back (now answering), a replay delivers them.
+    let f = FunctionServer::start(|_, _| ok()).await;
+    let text = config(&f.url(), "", &async_hook());
+    let sy = Switchyard::start_in(dir.path(), &text, &[]);
+    cli_ok(&sy.cli(&["dlq", "replay", "--all"]));
+    let calls = f.wait_for(2, Duration::from_secs(10)).await;
+    let delivered: BTreeSet<String> = calls.iter().map(|c| header(c, "x-switchyard-request-id")).collect();
+    assert_eq!(delivered, ids);
+    assert!(g.received().is_empty());
+}

@@ -79,14 +79,38 @@ impl Dispatcher {
     fn launch(&self, event: QueuedEvent, permit: OwnedSemaphorePermit) {
         let worker = Worker { queue: self.queue.clone(), function: self.function.clone(), routes: self.routes.clone() };
         self.tracker.spawn(async move {
-            let id = event.id;
+            let _claim = Claim {
+                queue: worker.queue.clone(),
+                function: worker.function.name.to_string(),
+                id: event.id,
+                permit: Some(permit),
+            };
             worker.handle(event).await;
-            worker.queue.store.release(id);
-            drop(permit);
-            // The dispatcher's wait left this event out (it was claimed);
-            // wake it so a retry runs when due, not at the idle poll.
-            worker.queue.wake(&worker.function.name);
         });
+    }
+}
+
+/// An event's claim and its slot, given back when its handling ends, however
+/// it ends (a panic in a function's or a destination's code included): a
+/// claim left behind would keep the event from being delivered until the
+/// next start.
+struct Claim {
+    queue: Arc<AsyncQueue>,
+    function: String,
+    id: i64,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Released before the slot is given back, so the claim that the
+        // slot lets the dispatcher make can take this event again (a retry
+        // that is due).
+        self.queue.store.release(self.id);
+        drop(self.permit.take());
+        // The dispatcher's wait left this event out (it was claimed); wake
+        // it so a retry runs when due, not at the idle poll.
+        self.queue.wake(&self.function);
     }
 }
 

@@ -464,6 +464,20 @@ impl Writer {
             .create_new(true)
             .open(&path)
             .map_err(|e| format!("{}: create: {e}", path.display()))?;
+        match self.fill(&file, &path) {
+            Ok(()) => Ok(Segment { path, file, last_seq: 0 }),
+            Err(error) => {
+                // Neither used nor free, a file left here would take this
+                // number from every later attempt ("file exists"), even once
+                // the disk has room again.
+                let _ = std::fs::remove_file(&path);
+                Err(error)
+            }
+        }
+    }
+
+    /// Zero-fills a new segment and makes it and its directory entry durable.
+    fn fill(&self, file: &File, path: &Path) -> Result<(), String> {
         let zeros = vec![0u8; 1 << 20];
         let mut at = 0;
         while at < self.settings.segment_size {
@@ -472,8 +486,7 @@ impl Writer {
             at += n as u64;
         }
         file.sync_all().map_err(|e| format!("{}: sync: {e}", path.display()))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: sync: {e}", self.dir.display()))?;
-        Ok(Segment { path, file, last_seq: 0 })
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| format!("{}: sync: {e}", self.dir.display()))
     }
 }
 

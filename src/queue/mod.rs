@@ -30,7 +30,7 @@ use crate::destination::{Target, target};
 use crate::function::Function;
 use dispatch::Dispatcher;
 use log::{AcceptLog, LogSettings};
-pub use store::{DeadLetter, NewEvent, Phase, QueuedEvent, Selection, Store, StoreError, now_ms};
+pub use store::{DeadLetter, NewEvent, Phase, QueuedEvent, Replayed, Selection, Store, StoreError, now_ms};
 use worker::Routes;
 pub use worker::backoff;
 
@@ -79,6 +79,17 @@ impl AsyncQueue {
             functions.iter().map(|f| (f.name.to_string(), Arc::new(Notify::new()))).collect();
         store.recount().await?;
         let log = AcceptLog::open(dir, store.clone(), wakeups.clone(), LogSettings::default()).await?;
+        // After the log's events from the last run are queued, which may be
+        // for a function since removed.
+        let names = functions.iter().map(|f| f.name.to_string()).collect();
+        for (function, events) in store.dead_letter_unconfigured(names, now_ms()).await? {
+            tracing::warn!(
+                function,
+                events,
+                "events queued for a function the config no longer has went to the dead-letter store \
+                 (FunctionNotFound); replay them once it is back, or purge them"
+            );
+        }
         let depth: u64 = store.depths().await?.iter().map(|(_, n, _)| n).sum();
         Ok(Self { store, log, max_queued, depth: AtomicI64::new(depth as i64), accepting: AtomicI64::new(0), wakeups })
     }
@@ -191,10 +202,14 @@ impl AsyncQueue {
     /// Updates the queue gauges from the store.
     pub async fn refresh_metrics(&self, functions: &[Arc<Function>]) {
         let now = now_ms();
+        // Read before the store: an event that moves from the log (or from
+        // an accept) into the store meanwhile is then counted twice until
+        // the next refresh, never missed, so the bound errs towards a 429.
+        let accepting = self.accepting.load(Ordering::Acquire).max(0);
+        let unmoved = self.log.unmoved().max(0);
         if let Ok(depths) = self.store.depths().await {
             let total: u64 = depths.iter().map(|(_, n, _)| n).sum();
-            let accepting = self.accepting.load(Ordering::Acquire).max(0);
-            self.depth.store(total as i64 + accepting + self.log.unmoved().max(0), Ordering::Release);
+            self.depth.store(total as i64 + accepting + unmoved, Ordering::Release);
             for f in functions {
                 let (n, oldest) = depths
                     .iter()

@@ -542,23 +542,78 @@ impl Store {
         .await
     }
 
-    /// Re-queues dead letters (all of `function`'s, or every one when `ids` is
-    /// empty and `all` is set). The entry is removed in the same transaction
-    /// that queues its new attempt. Returns the ids replayed.
-    pub async fn dlq_replay(&self, selection: Selection, now: i64) -> Result<Vec<i64>, StoreError> {
+    /// Re-queues the selected dead letters whose function is one of
+    /// `functions` (the config's). Each entry is removed in the same
+    /// transaction that queues its new attempt. Entries of any other function
+    /// stay, and come back in [`Replayed::unknown`]: queued, they would wait
+    /// for a dispatcher that does not exist.
+    pub async fn dlq_replay(
+        &self,
+        selection: Selection,
+        functions: Vec<String>,
+        now: i64,
+    ) -> Result<Replayed, StoreError> {
         self.call(move |c| {
-            let ids = selection.ids(c)?;
-            for id in &ids {
+            let mut replayed = Replayed::default();
+            for id in selection.ids(c)? {
+                let function: String = c
+                    .prepare_cached("SELECT function FROM dead_letters WHERE id = ?1")?
+                    .query_row([id], |r| r.get(0))?;
+                if !functions.contains(&function) {
+                    replayed.unknown.push((id, function));
+                    continue;
+                }
                 c.execute(
                     "INSERT INTO async_events (request_id, function, source, payload, enqueued_at, due_at) \
                      SELECT request_id, function, source, payload, ?2, ?2 FROM dead_letters WHERE id = ?1",
                     params![id, now],
                 )?;
-                if let Some(function) = delete_dead_letter(c, *id)? {
-                    count_queued(c, &function, 1)?;
-                }
+                delete_dead_letter(c, id)?;
+                count_queued(c, &function, 1)?;
+                replayed.ids.push(id);
             }
-            Ok(ids)
+            Ok(replayed)
+        })
+        .await
+    }
+
+    /// Moves the queued events of every function not in `functions` (the
+    /// config's) to the dead-letter store, as `FunctionNotFound`, in one
+    /// transaction; returns how many per function. Nothing would deliver
+    /// them, and they would hold their place under `max_queued_events` for
+    /// good. From the dead-letter store they can be replayed once the
+    /// function is back, or purged.
+    pub async fn dead_letter_unconfigured(
+        &self,
+        functions: Vec<String>,
+        now: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.call(move |c| {
+            let known =
+                serde_json::to_string(&functions).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+            let unconfigured: Vec<(String, u64)> = c
+                .prepare(
+                    "SELECT function, COUNT(*) FROM async_events \
+                     WHERE function NOT IN (SELECT value FROM json_each(?1)) GROUP BY function ORDER BY function",
+                )?
+                .query_map([&known], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                .collect::<Result<_, _>>()?;
+            if unconfigured.is_empty() {
+                return Ok(unconfigured);
+            }
+            c.execute(
+                &format!(
+                    "INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) \
+                     SELECT NULL, request_id, function, source, payload, 'FunctionNotFound', \
+                     'ResourceNotFoundException', 'Function not found: ' || function || ' (not in the config)', \
+                     attempts, enqueued_at, first_attempt_at, last_attempt_at, ?2, destination_record \
+                     FROM async_events WHERE function NOT IN (SELECT value FROM json_each(?1)) ORDER BY id"
+                ),
+                params![known, now],
+            )?;
+            c.execute("DELETE FROM async_events WHERE function NOT IN (SELECT value FROM json_each(?1))", [&known])?;
+            c.execute_batch(FILL_COUNTS)?;
+            Ok(unconfigured)
         })
         .await
     }
@@ -573,6 +628,16 @@ impl Store {
         })
         .await
     }
+}
+
+/// What a replay did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// The entries queued again.
+    pub ids: Vec<i64>,
+    /// The entries left where they are, with their function, which the
+    /// config does not have.
+    pub unknown: Vec<(i64, String)>,
 }
 
 /// Which dead letters a replay or purge takes.
@@ -909,12 +974,52 @@ mod tests {
         let listed = store.dlq_list(Some("f".into()), 10).await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].error_message.as_deref(), Some("boom"));
-        assert_eq!(store.dlq_replay(Selection::Ids(vec![dl, 999]), 50).await.unwrap(), vec![dl]);
+        let replayed = store.dlq_replay(Selection::Ids(vec![dl, 999]), vec!["f".into()], 50).await.unwrap();
+        assert_eq!(replayed, Replayed { ids: vec![dl], unknown: vec![] });
         assert!(store.dlq_get(dl).await.unwrap().is_none());
         let requeued = store.claim("f", 50, 10).await.unwrap();
         assert_eq!(requeued.len(), 1);
         assert_eq!(requeued[0].request_id, "r-10", "replay keeps the request id");
         assert_eq!(requeued[0].attempts, 0);
+    }
+
+    #[tokio::test]
+    async fn events_of_a_function_gone_from_the_config_are_dead_lettered_and_not_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.enqueue(event("kept", 10)).await.unwrap();
+        let gone = store.enqueue(event("gone", 20)).await.unwrap();
+        store.enqueue(event("gone", 30)).await.unwrap();
+        let mut tried = store.claim("gone", 20, 1).await.unwrap().remove(0);
+        assert_eq!(tried.id, gone);
+        tried.attempts = 1;
+        tried.first_attempt_at = Some(21);
+        store.update(tried).await.unwrap();
+        store.release(gone);
+
+        let swept = store.dead_letter_unconfigured(vec!["kept".into()], 99).await.unwrap();
+        assert_eq!(swept, vec![("gone".to_string(), 2)]);
+        assert_eq!(store.depths().await.unwrap(), vec![("kept".to_string(), 1, 10)]);
+        assert_eq!(store.dead_letter_counts().await.unwrap(), vec![("gone".to_string(), 2)]);
+        let letters = store.dlq_list(Some("gone".into()), 10).await.unwrap();
+        assert_eq!(letters.len(), 2);
+        assert_eq!(letters[0].condition, "FunctionNotFound");
+        assert_eq!(letters[0].error_type.as_deref(), Some("ResourceNotFoundException"));
+        assert_eq!(letters[0].error_message.as_deref(), Some("Function not found: gone (not in the config)"));
+        assert_eq!((letters[0].attempts, letters[0].first_attempt_at, letters[0].failed_at), (1, Some(21), 99));
+        assert_eq!(letters[1].enqueued_at, 30);
+        // Nothing more to move the second time.
+        assert!(store.dead_letter_unconfigured(vec!["kept".into()], 100).await.unwrap().is_empty());
+
+        let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
+        let replayed = store.dlq_replay(Selection::Ids(ids.clone()), vec!["kept".into()], 110).await.unwrap();
+        assert_eq!(replayed.ids, Vec::<i64>::new());
+        assert_eq!(replayed.unknown, ids.iter().map(|id| (*id, "gone".to_string())).collect::<Vec<_>>());
+        assert_eq!(store.dlq_list(Some("gone".into()), 10).await.unwrap().len(), 2, "entries stay");
+        // Once the function is back, the same replay queues them.
+        let replayed = store.dlq_replay(Selection::All { function: None }, vec!["kept".into(), "gone".into()], 120);
+        assert_eq!(replayed.await.unwrap().ids, ids);
+        assert_eq!(store.claim("gone", 120, 10).await.unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -955,7 +1060,7 @@ mod tests {
         assert_eq!(depths, vec![("f".to_string(), 2, 30), ("g".to_string(), 1, 40), ("h".to_string(), 1, 60)]);
         assert_eq!(store.dead_letter_counts().await.unwrap(), vec![("f".to_string(), 2)]);
 
-        store.dlq_replay(Selection::Ids(vec![dl]), 70).await.unwrap();
+        store.dlq_replay(Selection::Ids(vec![dl]), vec!["f".into()], 70).await.unwrap();
         assert!(store.depths().await.unwrap().contains(&("f".to_string(), 3, 30)));
         store.dlq_purge(Selection::All { function: None }).await.unwrap();
         assert!(store.dead_letter_counts().await.unwrap().is_empty());

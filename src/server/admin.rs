@@ -105,22 +105,34 @@ fn not_found(id: i64) -> Response {
 }
 
 pub async fn dlq_replay(State(app): State<Arc<AppState>>, Path(id): Path<i64>) -> Response {
-    match app.queue.store().dlq_replay(Selection::Ids(vec![id]), now_ms()).await {
-        Ok(ids) if ids.is_empty() => not_found(id),
-        Ok(ids) => {
-            app.queue.wake_all();
-            json(StatusCode::OK, json!({ "replayed": ids }))
-        }
+    let functions = app.functions.keys().cloned().collect();
+    match app.queue.store().dlq_replay(Selection::Ids(vec![id]), functions, now_ms()).await {
+        Ok(replayed) => match replayed.unknown.first() {
+            Some((_, function)) => json(
+                StatusCode::CONFLICT,
+                json!({ "message": format!(
+                    "dead letter {id} was not replayed: its function `{function}` is not in the config; it stays in the dead-letter store"
+                ) }),
+            ),
+            None if replayed.ids.is_empty() => not_found(id),
+            None => {
+                app.queue.wake_all();
+                json(StatusCode::OK, json!({ "replayed": replayed.ids }))
+            }
+        },
         Err(e) => store_error(e),
     }
 }
 
 pub async fn dlq_replay_all(State(app): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> Response {
     let selection = Selection::All { function: q.get("function").cloned() };
-    match app.queue.store().dlq_replay(selection, now_ms()).await {
-        Ok(ids) => {
+    let functions = app.functions.keys().cloned().collect();
+    match app.queue.store().dlq_replay(selection, functions, now_ms()).await {
+        Ok(replayed) => {
             app.queue.wake_all();
-            json(StatusCode::OK, json!({ "replayed": ids }))
+            let unknown: Vec<Value> =
+                replayed.unknown.iter().map(|(id, function)| json!({ "id": id, "function": function })).collect();
+            json(StatusCode::OK, json!({ "replayed": replayed.ids, "not_in_config": unknown }))
         }
         Err(e) => store_error(e),
     }
