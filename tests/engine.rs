@@ -346,3 +346,81 @@ async fn supervised_function_process_is_restarted_after_it_exits() {
         "the process's output is relayed to the log"
     );
 }
+
+/// A function process that writes bytes that are not UTF-8 to its stdout on
+/// every request, and serves until it is stopped.
+const NOISY_FUNCTION: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('content-length', 0)))
+        sys.stdout.buffer.write(b'caf\xe9 \xff latin-1 bytes\n')
+        sys.stdout.buffer.flush()
+        body = b'{"served":true}'
+        self.send_response(200)
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// The output relay outlives bytes that are not UTF-8 (were it to stop, the
+/// process's next write would fail on the closed pipe), and stopping
+/// Switchyard stops what a wrapper command started, not only the wrapper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_process_output_that_is_not_utf8_and_a_wrapper_command() {
+    let port = common::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("noisy.py"), NOISY_FUNCTION).unwrap();
+    let python = std::env::var("SWITCHYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    // `sh -c` without exec: the server is the wrapper's child.
+    let text = format!(
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  noisy:\n    http:\n      url: http://127.0.0.1:{port}/\n      command: [sh, -c, \"{python} noisy.py {port}; echo wrapper done\"]\n      dir: {}\nmappings:\n  - {{ name: w, source: {{ webhook: {{ path: /w }} }}, function: noisy }}\n",
+        dir.path().display()
+    );
+    let mut sy = Switchyard::start(&text);
+    let http = client();
+    for round in 0..3 {
+        let r = http.post(sy.url("/w")).body("{}").send().await.unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+        assert_eq!(r.json::<Value>().await.unwrap(), json!({"served": true}));
+    }
+    common::eventually(Duration::from_secs(5), "the output relayed, each line once", async || {
+        let logs = sy.logs();
+        let n =
+            logs.iter().filter(|l| l["message"] == "caf\u{fffd} \u{fffd} latin-1 bytes" && l["function"] == "noisy");
+        (n.count() == 3).then_some(())
+    })
+    .await;
+
+    sy.stop();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(),
+        "the server the wrapper started is stopped with it"
+    );
+}
+
+/// An HTTP function's answer beyond Lambda's 6 MB response limit is a
+/// function error, as Lambda reports it, not a body held in memory whatever
+/// its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_function_response_over_6_mb_is_a_function_error() {
+    let huge = format!("\"{}\"", "x".repeat(7 * 1024 * 1024));
+    let f =
+        FunctionServer::start(move |_, _| (200, vec![("content-type", "application/json".into())], huge.clone())).await;
+    let sy = Switchyard::start(&config(&f.url(), "", &webhook("hook", "/hook", "sync")));
+    let invoked = client().post(sy.url("/2015-03-31/functions/f/invocations")).body("{}").send().await.unwrap();
+    assert_eq!(invoked.status(), 200);
+    assert_eq!(invoked.headers()["x-amz-function-error"], "Unhandled");
+    let error: Value = invoked.json().await.unwrap();
+    assert_eq!(error["errorType"], "Function.ResponseSizeTooLarge", "{error}");
+    assert_eq!(
+        error["errorMessage"], "Response payload size exceeded maximum allowed payload size (6291556 bytes).",
+        "{error}"
+    );
+    let hooked = client().post(sy.url("/hook")).body("{}").send().await.unwrap();
+    assert_eq!(hooked.status(), 500, "a function error, as for any other");
+}

@@ -100,6 +100,19 @@ async fn the_invoke_api_runs_a_python_handler_with_lambdas_answers() {
         .await
         .unwrap();
     assert_eq!(answer["client_custom"], json!({"tenant": "acme"}), "{answer}");
+    // Pretty-printed: its line breaks cannot travel in the runtime's header
+    // as they came; the handler gets the same object.
+    let pretty = BASE64.encode("{\n  \"custom\": {\n    \"tenant\": \"globex\"\n  }\n}");
+    let answer = client()
+        .post(sy.url("/2015-03-31/functions/hello/invocations"))
+        .header("x-amz-client-context", pretty)
+        .json(&json!({"action": "context"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.headers().get("x-amz-function-error").is_none(), "{:?}", answer.headers());
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["client_custom"], json!({"tenant": "globex"}), "{answer}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -9,6 +9,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AF
 
 use super::{Invocation, InvokeError, TIMEOUT_ERROR};
 use crate::config::HttpFunctionConfig;
+use switchyard_lambda_host::{MAX_RESPONSE_BYTES, error_type as lambda_error};
 
 /// A function that is an HTTP endpoint: the event is POSTed as JSON; 2xx is
 /// success and the body is the result.
@@ -100,7 +101,11 @@ impl HttpFunction {
         }
         let response = client.request(request).await.map_err(|e| InvokeError::Unreachable(error_chain(&e)))?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| InvokeError::Unreachable(error_chain(&e)))?.to_bytes();
+        let body = match Limited::new(body, MAX_RESPONSE_BYTES).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return Err(too_large()),
+            Err(e) => return Err(InvokeError::Unreachable(error_chain(&*e))),
+        };
         Ok((parts.status, retry_after(&parts.headers), body))
     }
 
@@ -124,10 +129,16 @@ impl HttpFunction {
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        match response.bytes().await {
-            Ok(body) => Ok((status, retry_after, body)),
-            Err(e) if e.is_timeout() => Err(self.timed_out()),
-            Err(e) => Err(InvokeError::Unreachable(error_chain(&e))),
+        let mut response = response;
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() > MAX_RESPONSE_BYTES => return Err(too_large()),
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => return Ok((status, retry_after, Bytes::from(body))),
+                Err(e) if e.is_timeout() => return Err(self.timed_out()),
+                Err(e) => return Err(InvokeError::Unreachable(error_chain(&e))),
+            }
         }
     }
 
@@ -137,6 +148,17 @@ impl HttpFunction {
             message: format!("Task timed out after {:.2} seconds", self.timeout.as_secs_f64()),
             payload: None,
         }
+    }
+}
+
+/// A response body beyond Lambda's limit for a synchronous response: a
+/// function error, as Lambda reports it, and memory bounded by the limit
+/// rather than by what the function sends.
+fn too_large() -> InvokeError {
+    InvokeError::Function {
+        error_type: lambda_error::RESPONSE_TOO_LARGE.to_string(),
+        message: format!("Response payload size exceeded maximum allowed payload size ({MAX_RESPONSE_BYTES} bytes)."),
+        payload: None,
     }
 }
 

@@ -102,23 +102,64 @@ fn spawn(spec: &ProcessSpec) -> std::io::Result<Child> {
     Ok(child)
 }
 
+/// Lines longer than this are logged in pieces of this size: memory stays
+/// bounded when a process writes without newlines (a progress bar).
+const MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// Logs what the process writes, line by line, until the pipe closes. Bytes
+/// that are not UTF-8 are logged replaced, never an end to the relay: a
+/// relay that stopped would close the pipe, and the process's next write
+/// would fail (or kill it, with SIGPIPE).
 async fn relay(function: String, stream: &'static str, pipe: impl AsyncRead + Unpin) {
-    let mut lines = BufReader::new(pipe).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "switchyard::function_output", function = %function, stream, "{line}");
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    loop {
+        let buffered = match reader.fill_buf().await {
+            Ok(b) if !b.is_empty() => b,
+            _ => break,
+        };
+        let end = buffered.iter().position(|b| *b == b'\n').map(|i| i + 1);
+        let take = end.unwrap_or(buffered.len()).min(MAX_LINE_BYTES - line.len());
+        line.extend_from_slice(&buffered[..take]);
+        reader.consume(take);
+        if line.ends_with(b"\n") || line.len() == MAX_LINE_BYTES {
+            log_line(&function, stream, &line);
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        log_line(&function, stream, &line);
     }
 }
 
+fn log_line(function: &str, stream: &'static str, line: &[u8]) {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let line = String::from_utf8_lossy(line);
+    tracing::info!(target: "switchyard::function_output", function = %function, stream, "{line}");
+}
+
+/// Stops the process and everything it started: the signals go to its
+/// process group (it leads one of its own), so a wrapper (`sh -c`, `npm
+/// start`) does not leave the server it started holding the port.
 async fn stop(function: &str, child: &mut Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: sending a signal to our own child's pid.
+    let group = child.id().map(|pid| -(pid as libc::pid_t));
+    if let Some(group) = group {
+        // SAFETY: signalling the process group our own child leads.
         unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            libc::kill(group, libc::SIGTERM);
         }
     }
     if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
         tracing::warn!(function, "function process ignored SIGTERM; killing it");
         let _ = child.kill().await;
+    }
+    if let Some(group) = group {
+        // Whatever of the group outlived its leader.
+        // SAFETY: as above; the group may be gone already (ESRCH).
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
+        }
     }
     tracing::info!(function, "function process stopped");
 }

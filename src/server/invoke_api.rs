@@ -145,13 +145,16 @@ pub async fn invoke(
 /// decoded.
 fn client_context(headers: &HeaderMap) -> Result<Option<String>, String> {
     let Some(value) = headers.get("x-amz-client-context") else { return Ok(None) };
-    let text = BASE64
+    let object = BASE64
         .decode(value.as_bytes())
         .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|t| serde_json::from_str::<serde_json::Value>(t).is_ok_and(|v| v.is_object()))
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(serde_json::Value::is_object)
         .ok_or("X-Amz-Client-Context: expected base64 of a JSON object")?;
-    Ok(Some(text))
+    // Compact: it travels on as a header value (the runtime's
+    // Lambda-Runtime-Client-Context), where a pretty-printed object's line
+    // breaks cannot go.
+    Ok(Some(object.to_string()))
 }
 
 fn result_response(body: Bytes, function_error: Option<&'static str>) -> Response {
