@@ -299,12 +299,19 @@ async fn cli_invoke_prints_results_and_fails_on_function_errors() {
     assert!(got.iter().any(|r| r.body == json!({"b": 2})));
 }
 
-/// A function process that serves one request and exits, to be restarted.
-const ONE_SHOT_FUNCTION: &str = r#"
+/// A function process on the port its first argument names. `once`: it
+/// serves one request and exits, to be restarted. `noisy`: it writes bytes
+/// that are not UTF-8 to its stdout on every request, and serves until it is
+/// stopped.
+const PYTHON_FUNCTION: &str = r#"
 import http.server, sys
+port, mode = int(sys.argv[1]), sys.argv[2]
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.rfile.read(int(self.headers.get('content-length', 0)))
+        if mode == 'noisy':
+            sys.stdout.buffer.write(b'caf\xe9 \xff latin-1 bytes\n')
+            sys.stdout.buffer.flush()
         body = b'{"served":true}'
         self.send_response(200)
         self.send_header('content-length', str(len(body)))
@@ -312,20 +319,22 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *args):
         pass
-server = http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H)
-print('serving once', flush=True)
-server.handle_request()
-sys.exit(3)
+server = http.server.HTTPServer(('127.0.0.1', port), H)
+if mode == 'once':
+    print('serving once', flush=True)
+    server.handle_request()
+    sys.exit(3)
+server.serve_forever()
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervised_function_process_is_restarted_after_it_exits() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("one_shot.py"), ONE_SHOT_FUNCTION).unwrap();
+    std::fs::write(dir.path().join("function.py"), PYTHON_FUNCTION).unwrap();
     let python = std::env::var("SWITCHYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let text = format!(
-        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  once:\n    http:\n      url: http://127.0.0.1:{port}/\n      command: [{python}, one_shot.py, \"{port}\"]\n      dir: {}\nmappings:\n  - {{ name: w, source: {{ webhook: {{ path: /w }} }}, function: once }}\n",
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  once:\n    http:\n      url: http://127.0.0.1:{port}/\n      command: [{python}, function.py, \"{port}\", once]\n      dir: {}\nmappings:\n  - {{ name: w, source: {{ webhook: {{ path: /w }} }}, function: once }}\n",
         dir.path().display()
     );
     let sy = Switchyard::start(&text);
@@ -347,25 +356,6 @@ async fn supervised_function_process_is_restarted_after_it_exits() {
     );
 }
 
-/// A function process that writes bytes that are not UTF-8 to its stdout on
-/// every request, and serves until it is stopped.
-const NOISY_FUNCTION: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get('content-length', 0)))
-        sys.stdout.buffer.write(b'caf\xe9 \xff latin-1 bytes\n')
-        sys.stdout.buffer.flush()
-        body = b'{"served":true}'
-        self.send_response(200)
-        self.send_header('content-length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
-"#;
-
 /// The output relay outlives bytes that are not UTF-8 (were it to stop, the
 /// process's next write would fail on the closed pipe), and stopping
 /// Switchyard stops what a wrapper command started, not only the wrapper.
@@ -373,11 +363,11 @@ http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
 async fn function_process_output_that_is_not_utf8_and_a_wrapper_command() {
     let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("noisy.py"), NOISY_FUNCTION).unwrap();
+    std::fs::write(dir.path().join("function.py"), PYTHON_FUNCTION).unwrap();
     let python = std::env::var("SWITCHYARD_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     // `sh -c` without exec: the server is the wrapper's child.
     let text = format!(
-        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  noisy:\n    http:\n      url: http://127.0.0.1:{port}/\n      command: [sh, -c, \"{python} noisy.py {port}; echo wrapper done\"]\n      dir: {}\nmappings:\n  - {{ name: w, source: {{ webhook: {{ path: /w }} }}, function: noisy }}\n",
+        "server:\n  listen: 127.0.0.1:0\nstate:\n  dir: STATE_DIR\nfunctions:\n  noisy:\n    http:\n      url: http://127.0.0.1:{port}/\n      command: [sh, -c, \"{python} function.py {port} noisy; echo wrapper done\"]\n      dir: {}\nmappings:\n  - {{ name: w, source: {{ webhook: {{ path: /w }} }}, function: noisy }}\n",
         dir.path().display()
     );
     let mut sy = Switchyard::start(&text);
