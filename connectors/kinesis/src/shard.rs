@@ -347,6 +347,10 @@ impl ShardReader {
             self.tracker.rewind(first);
             self.sequences.retain(|&i, _| i < first);
             self.queued.clear();
+            // The read that reached the shard's end also brought these: the
+            // shard is not read to its end until they are read again, so no
+            // SHARD_END below (which would skip them at the next start).
+            self.ended = false;
         }
         let deadline = Instant::now() + self.shared.tuning.drain_timeout;
         while !self.in_flight.is_empty() {
