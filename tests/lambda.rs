@@ -250,3 +250,35 @@ mappings:
     assert!(ch.basic_get(short(&queue), BasicGetOptions::default()).await.unwrap().is_none(), "nothing left unacked");
     let _ = ch.queue_delete(short(&queue), Default::default()).await;
 }
+
+/// A caller that hangs up does not free the function's slot while its
+/// invocation still runs (the host runs it to its end, as Lambda does): the
+/// next caller waits for the slot within `max_wait` and is throttled after
+/// it, instead of waiting behind the host for as long as the invocation
+/// takes; the slot is free again once the invocation ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_hangs_up_keeps_the_slot_until_its_invocation_ends() {
+    let text = config("10s", "", "  []\n").replace("    concurrency: 2\n", "    concurrency: 1\n    max_wait: 200ms\n");
+    let sy = Switchyard::start(&text);
+    let url = sy.url("/2015-03-31/functions/hello/invocations");
+    let hung = client()
+        .post(&url)
+        .timeout(Duration::from_millis(500))
+        .json(&json!({"action": "sleep", "seconds": 3}))
+        .send()
+        .await;
+    assert!(hung.is_err_and(|e| e.is_timeout()), "the first caller hangs up before its answer");
+
+    let next = invoke(&sy, json!({"action": "upper", "text": "x"}), false).await;
+    assert_eq!(next.status(), 429, "the slot is still taken: throttled after max_wait");
+    assert!(sy.metrics().await.contains(r#"switchyard_function_in_flight{function="hello"} 1"#));
+
+    let answer = eventually(Duration::from_secs(15), "the slot to be free again", async || {
+        let r = invoke(&sy, json!({"action": "upper", "text": "x"}), false).await;
+        if r.status() == 200 { r.json::<Value>().await.ok() } else { None }
+    })
+    .await;
+    assert!(answer.to_string().contains('X'), "{answer}");
+    let metrics = sy.metrics().await;
+    assert!(metrics.contains(r#"switchyard_function_in_flight{function="hello"} 0"#), "{metrics}");
+}

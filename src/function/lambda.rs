@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Invocation, InvokeError, region};
 use crate::config::LambdaFunctionConfig;
 
+#[derive(Clone)]
 pub struct LambdaFunction {
     host: LambdaHost,
 }

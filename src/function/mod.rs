@@ -192,14 +192,26 @@ impl Function {
     ) -> (Result<Bytes, InvokeError>, Option<String>) {
         let started = Instant::now();
         let (result, log_tail) = match self.limiter.acquire(wait).await {
-            Ok(_permit) => {
-                self.metrics.in_flight.increment(1.0);
-                let answer = match &self.kind {
+            Ok(permit) => {
+                let slot = Slot::taken(permit, &self.metrics.in_flight);
+                match &self.kind {
                     Kind::Http(f) => (f.invoke(invocation).await, None),
-                    Kind::Lambda(f) => f.invoke(invocation).await,
-                };
-                self.metrics.in_flight.decrement(1.0);
-                answer
+                    // The host runs an invocation to its end even when its
+                    // caller stops waiting (a client that hung up), as
+                    // Lambda does: the function's slot stays taken until
+                    // then, so later callers wait for it here, within
+                    // max_wait and max_waiting, not on the host's own slots.
+                    Kind::Lambda(f) => {
+                        let (f, invocation) = (f.clone(), invocation.clone());
+                        match tokio::spawn(async move { (f.invoke(&invocation).await, slot) }).await {
+                            Ok((answer, _slot)) => answer,
+                            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                            Err(e) => {
+                                (Err(InvokeError::Unreachable(format!("the invocation was cancelled: {e}"))), None)
+                            }
+                        }
+                    }
+                }
             }
             Err(throttled) => (Err(throttled), None),
         };
@@ -264,6 +276,26 @@ struct Limiter {
     waiting: AtomicUsize,
     max_waiting: usize,
     max_wait: Duration,
+}
+
+/// A taken concurrency slot, counted in `switchyard_function_in_flight`
+/// until it is dropped, however the invocation ends.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    in_flight: metrics::Gauge,
+}
+
+impl Slot {
+    fn taken(permit: OwnedSemaphorePermit, in_flight: &metrics::Gauge) -> Self {
+        in_flight.increment(1.0);
+        Slot { _permit: permit, in_flight: in_flight.clone() }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_flight.decrement(1.0);
+    }
 }
 
 impl Limiter {
