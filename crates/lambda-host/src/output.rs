@@ -19,6 +19,13 @@ pub const LOG_TAIL_BYTES: usize = 4096;
 /// A "line" without a newline is cut here, as Lambda cuts log events, so a
 /// runtime writing endless bytes cannot grow our memory.
 const MAX_LINE_BYTES: usize = 256 * 1024;
+/// Bytes the background relay reads before it lets other tasks run.
+const RELAY_BUDGET: usize = 64 * 1024;
+/// Bytes an invocation's start or end reads to catch up with the pipe: more
+/// than a pipe holds (64 KB by default), so whatever the function wrote
+/// before it posted its result is read, but bounded, so a function that
+/// never stops writing cannot hold the invocation here.
+const CATCH_UP_BUDGET: usize = 1 << 20;
 
 pub(crate) struct Output {
     /// Read with read(2) directly rather than through Tokio's readiness
@@ -61,14 +68,25 @@ impl Output {
     pub(crate) async fn relay(self: Arc<Self>) {
         loop {
             let Ok(mut ready) = self.pipe.readable().await else { break };
-            let mut state = self.lock();
-            self.drain(&mut state);
-            if state.closed {
-                break;
+            let emptied = {
+                let mut state = self.lock();
+                let emptied = self.drain(&mut state, RELAY_BUDGET);
+                if state.closed {
+                    break;
+                }
+                emptied
+            };
+            if emptied {
+                // Wait for the next write. (Tokio keeps the readiness if a
+                // write came in since `readable` returned.)
+                ready.clear_ready();
+            } else {
+                // A function writing as fast as it is logged would keep a
+                // drain going for good: let the runtime's other work, and the
+                // invocation's own use of this log, have their turn.
+                drop(ready);
+                tokio::task::yield_now().await;
             }
-            // Emptied: wait for the next write. (Tokio keeps the readiness
-            // if a write came in since `readable` returned.)
-            ready.clear_ready();
         }
     }
 
@@ -77,7 +95,7 @@ impl Output {
     /// between invocations, which was logged already.
     pub(crate) fn begin(&self, request_id: Arc<str>, keep_earlier: bool) {
         let mut state = self.lock();
-        self.drain(&mut state);
+        self.drain(&mut state, CATCH_UP_BUDGET);
         if !keep_earlier {
             state.tail = Tail::default();
         }
@@ -88,14 +106,14 @@ impl Output {
     /// everything the function wrote before it.
     pub(crate) fn platform_line(&self, line: &str) {
         let mut state = self.lock();
-        self.drain(&mut state);
+        self.drain(&mut state, CATCH_UP_BUDGET);
         state.tail.push_line(line);
     }
 
     /// Ends the invocation's log and returns its last 4 KB.
     pub(crate) fn finish(&self) -> String {
         let mut state = self.lock();
-        self.drain(&mut state);
+        self.drain(&mut state, CATCH_UP_BUDGET);
         state.request_id = None;
         state.tail.take()
     }
@@ -106,10 +124,15 @@ impl Output {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Reads what the pipe holds without waiting.
-    fn drain(&self, state: &mut State) {
+    /// Reads what the pipe holds without waiting, `budget` bytes at most;
+    /// true when it read all there was (or the pipe closed).
+    fn drain(&self, state: &mut State, budget: usize) -> bool {
         let mut buf = [0u8; 16 * 1024];
+        let mut read_so_far = 0;
         while !state.closed {
+            if read_so_far >= budget {
+                return false;
+            }
             // SAFETY: read(2) into a buffer we own, on our non-blocking fd.
             let n = unsafe { libc::read(self.pipe.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             let read = if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) };
@@ -121,7 +144,10 @@ impl Output {
                         self.line(state, &rest);
                     }
                 }
-                Ok(n) => self.feed(state, &buf[..n]),
+                Ok(n) => {
+                    read_so_far += n;
+                    self.feed(state, &buf[..n]);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
@@ -130,6 +156,7 @@ impl Output {
                 }
             }
         }
+        true
     }
 
     fn feed(&self, state: &mut State, mut bytes: &[u8]) {

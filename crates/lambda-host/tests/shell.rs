@@ -111,3 +111,34 @@ fn platform_and_function_lines_are_traced() {
     let got = logs.lines().find(|l| l.contains("shell-bootstrap: got ")).expect("function output traced");
     assert!(got.contains(&format!("request_id={id}")), "function lines carry the request id: {got}");
 }
+
+/// A runtime that writes to its output without end (here a background
+/// `yes`) cannot hold the host: the relay reads in bounded turns, and an
+/// invocation's end catches up with a bounded read, so invocations still
+/// complete, with the flood in their log tails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_never_stops_writing_does_not_hold_invocations() {
+    let Some(()) = curl() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bootstrap = dir.path().join("flooding-bootstrap");
+    std::fs::write(
+        &bootstrap,
+        format!(
+            "#!/bin/sh\nyes 'a line written without end' &\ncd '{}' && exec ./bootstrap\n",
+            example("shell-bootstrap").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&bootstrap, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut spec = LambdaSpec::new("flood", vec![bootstrap.display().to_string()]);
+    spec.dir = dir.path().to_path_buf();
+    let host = host(spec);
+    for n in 0..3 {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), invoke(&host, json!({"n": n})))
+            .await
+            .unwrap_or_else(|_| panic!("invocation {n} did not complete"));
+        assert_eq!(json(&answer)["echo"]["n"], n, "{}", answer.log_tail);
+        assert!(answer.log_tail.contains("a line written without end"), "{}", answer.log_tail);
+    }
+    host.shutdown().await;
+}
