@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::{FunctionServer, Received, eventually};
 use serde_json::{Value, json};
-use switchyard::config::{BackoffConfig, BatchConfig, FunctionConfig, RetryConfig};
+use switchyard::config::{BackoffConfig, BatchConfig, DestinationConfig, FunctionConfig, RetryConfig};
+use switchyard::destination::{Target, target};
 use switchyard::function::Function;
 use switchyard::pipeline::{self, Settings};
 use switchyard::queue::{AsyncQueue, Store};
@@ -61,13 +62,14 @@ fn retry(max_attempts: i64, bisect: bool) -> RetryConfig {
 }
 
 async fn start(source: Box<dyn Source>, function: &FunctionServer, settings: Settings) -> Running {
-    start_with(source, function, settings, false).await
+    start_with(source, function, settings, None, false).await
 }
 
 async fn start_with(
     source: Box<dyn Source>,
     function: &FunctionServer,
     settings: Settings,
+    on_failure: Option<Target>,
     broker_dead_letters: bool,
 ) -> Running {
     let dir = tempfile::tempdir().unwrap();
@@ -83,7 +85,7 @@ async fn start_with(
         settings,
         source,
         f,
-        pipeline::failure_route(None, queue.clone(), broker_dead_letters),
+        pipeline::failure_route(on_failure, queue.clone(), broker_dead_letters),
         state,
         stop.clone(),
         &tracker,
@@ -312,6 +314,7 @@ async fn without_on_failure_a_broker_with_dead_lettering_gets_the_records_reject
         Box::new(MemoryQueueSource::new(queue.clone())),
         &function,
         settings(1, retry(1, false), false),
+        None,
         true,
     )
     .await;
@@ -319,4 +322,51 @@ async fn without_on_failure_a_broker_with_dead_lettering_gets_the_records_reject
     let store = running.stop().await;
     assert_eq!(queue.dead_letters(), vec!["m1".to_string()], "the failed message was rejected to the broker");
     assert!(store.store().dlq_list(None, 10).await.unwrap().is_empty(), "nothing in the embedded store");
+}
+
+/// A failure record the destination refuses (here: an HTTP destination that
+/// takes at most two records in one, as SQS or Kinesis refuse one over their
+/// size limit) is split until each part is taken, instead of being retried
+/// whole for good with the partition stuck behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_record_the_destination_refuses_is_split_until_taken() {
+    let log = MemoryLog::new("t", 1);
+    for i in 0..8 {
+        log.append(format!("v{i}"));
+    }
+    let function = FunctionServer::start(|_, _| (500, vec![], json!({"errorType": "Boom"}).to_string())).await;
+    let destination = FunctionServer::start(|r, _| {
+        let records = r.body["requestPayload"]["Records"].as_array().map_or(0, Vec::len);
+        if records > 2 { (413, vec![], "too large".into()) } else { (200, vec![], "{}".into()) }
+    })
+    .await;
+    let config: DestinationConfig = serde_json::from_value(json!({"http": {"url": destination.url()}})).unwrap();
+    let on_failure = target(&config, &reqwest::Client::new()).unwrap();
+    let running = start_with(
+        Box::new(MemoryLogSource::new(log.clone())),
+        &function,
+        settings(8, retry(0, false), false),
+        Some(on_failure),
+        false,
+    )
+    .await;
+    all_committed(&log).await;
+    running.stop().await;
+
+    let taken: Vec<Vec<String>> = destination
+        .received()
+        .iter()
+        .filter(|r| r.body["requestPayload"]["Records"].as_array().is_some_and(|l| l.len() <= 2))
+        .map(|r| {
+            r.body["requestPayload"]["Records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["value"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    let written: Vec<String> = taken.iter().flatten().cloned().collect();
+    assert_eq!(written, (0..8).map(|i| format!("v{i}")).collect::<Vec<_>>(), "each record once, in order: {taken:?}");
+    assert_eq!(destination.received().len(), 1 + 2 + 4, "8 refused, two 4s refused, four 2s taken");
 }

@@ -296,7 +296,12 @@ impl Lane {
     }
 
     /// Writes the failure record, retrying until it is written or shutdown;
-    /// only then are the records acknowledged.
+    /// only then are the records acknowledged. A record for several records
+    /// that cannot be written is split in two, each tried on its own (first
+    /// half first): a destination that refuses it for its size (SQS takes
+    /// 256 KB, Kinesis 1 MB, a Kafka broker its `message.max.bytes`) would
+    /// refuse it for good, and hold the lane behind it; one record per
+    /// failed record is the smallest that loses nothing.
     pub async fn fail(&self, records: Vec<Record>, failure: Failure) {
         if self.on_failure.rejects() {
             // The broker dead-letters them (or drops them, as it is configured).
@@ -308,25 +313,35 @@ impl Lane {
             }
             return;
         }
+        let mut parts = VecDeque::from([records]);
         let mut tries = 0u32;
-        loop {
+        while let Some(part) = parts.pop_front() {
             match self
                 .on_failure
-                .write(&self.function, &self.settings.mapping, self.envelope.as_ref(), &records, &failure)
+                .write(&self.function, &self.settings.mapping, self.envelope.as_ref(), &part, &failure)
                 .await
             {
                 Ok(()) => {
-                    self.metrics.failed.increment(records.len() as u64);
-                    for r in records {
+                    tries = 0;
+                    self.metrics.failed.increment(part.len() as u64);
+                    for r in part {
                         r.ack.complete(Outcome::Delivered);
                     }
-                    return;
+                }
+                Err(error) if part.len() > 1 => {
+                    tracing::warn!(mapping = %self.settings.mapping, %error, records = part.len(),
+                        "cannot write to on_failure; trying again with a failure record per half");
+                    let mut first = part;
+                    let second = first.split_off(first.len() / 2);
+                    parts.push_front(second);
+                    parts.push_front(first);
                 }
                 Err(error) => {
                     tries += 1;
                     let delay = backoff(&self.settings.retry.backoff, tries);
                     tracing::error!(mapping = %self.settings.mapping, %error, retry_in = ?delay,
                         "cannot write to on_failure; records stay unacknowledged");
+                    parts.push_front(part);
                     if self.sleep(delay).await {
                         return;
                     }
