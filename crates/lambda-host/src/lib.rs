@@ -305,9 +305,19 @@ impl Inner {
             };
             match instance.invoke(&self.spec, pending.clone(), cold).await {
                 Attempt::Done { response, reusable } => {
-                    if reusable && !instance.has_exited() && !self.closing.is_cancelled() {
-                        self.lock().idle.push((instance, Instant::now()));
-                    } else {
+                    let kept = reusable && !instance.has_exited() && {
+                        // Checked under the pool's lock, which shutdown takes
+                        // after it cancels `closing` and before it stops every
+                        // instance: an instance put back here is either seen
+                        // by that stop or not put back at all.
+                        let mut pool = self.lock();
+                        let open = !self.closing.is_cancelled();
+                        if open {
+                            pool.idle.push((instance.clone(), Instant::now()));
+                        }
+                        open
+                    };
+                    if !kept {
                         self.retire(&instance);
                         instance.kill().await;
                     }
