@@ -167,3 +167,33 @@ fn lambda_functions_are_checked() {
     let none = "functions:\n  f:\n    concurrency: 1\n";
     assert!(error(none).contains("functions.f: expected a function kind: http or lambda"));
 }
+
+#[test]
+fn webhook_paths_and_methods_that_could_never_match_are_refused() {
+    for (path, bad) in [("/hooks/a b", "' '"), ("/hooks/%20", "'%'"), ("/hooks/a?x=1", "'?'"), ("/hooks/café", "'é'")]
+    {
+        let e = error(&ISSUE_EXAMPLE.replace("path: /hooks/orders", &format!("path: \"{path}\"")));
+        assert!(e.contains("mappings[0].source.webhook.path") && e.contains(bad), "{path}: {e}");
+    }
+    let e = error(&ISSUE_EXAMPLE.replace("        mode: sync", "        mode: sync\n        methods: []"));
+    assert!(e.contains("mappings[0].source.webhook.methods") && e.contains("at least one"), "{e}");
+    parse(&ISSUE_EXAMPLE.replace("path: /hooks/orders", "path: /hooks/orders-v1.2/@team~x"))
+        .expect("a path of plain characters");
+}
+
+#[cfg(feature = "kafka")]
+#[test]
+fn retry_settings_that_would_spin_or_skip_every_record_are_refused() {
+    let kafka = ISSUE_EXAMPLE.replace(
+        "    source:\n      webhook:\n        path: /hooks/orders\n        mode: sync\n    function: hello",
+        "    source: { kafka: { brokers: 127.0.0.1:9092, topics: [t], group_id: g } }\n    function: hello\n    retry: RETRY",
+    );
+    parse(&kafka.replace("RETRY", "{ backoff: { initial: 1s, max: 1m }, max_record_age: 1h }"))
+        .expect("sensible retries");
+    let e = error(&kafka.replace("RETRY", "{ backoff: { initial: 0s, max: 1m } }"));
+    assert!(e.contains("mappings[0].retry.backoff") && e.contains("initial above 0"), "{e}");
+    let e = error(&kafka.replace("RETRY", "{ backoff: { initial: 2s, max: 1s } }"));
+    assert!(e.contains("mappings[0].retry.backoff"), "{e}");
+    let e = error(&kafka.replace("RETRY", "{ max_record_age: 0s }"));
+    assert!(e.contains("mappings[0].retry.max_record_age") && e.contains("above 0"), "{e}");
+}

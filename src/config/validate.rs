@@ -38,6 +38,23 @@ pub fn validate(config: &Config) -> Result<(), Invalid> {
                         format!("expected a path starting with /, got {:?}", hook.path),
                     ));
                 }
+                // Requests are routed by their path as sent, percent-encoded:
+                // a path with other characters could never match.
+                if let Some(c) = hook.path.chars().find(|c| !is_path_char(*c)) {
+                    return Err((
+                        format!("{at}.path"),
+                        format!(
+                            "{:?}: {c:?} cannot appear in a request's path as sent; expected letters, digits and -._~!$&'()*+,;=:@/",
+                            hook.path
+                        ),
+                    ));
+                }
+                if hook.methods.as_ref().is_some_and(Vec::is_empty) {
+                    return Err((
+                        format!("{at}.methods"),
+                        "expected at least one HTTP method (leave the key out for any method)".into(),
+                    ));
+                }
                 if RESERVED_PREFIXES.iter().any(|p| hook.path.starts_with(p)) {
                     return Err((
                         format!("{at}.path"),
@@ -136,6 +153,16 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
     }
     if mapping.retry.max_attempts < -1 {
         return Err((format!("{at}.retry.max_attempts"), "expected -1 (forever) or 0 and above".into()));
+    }
+    let backoff = &mapping.retry.backoff;
+    if backoff.initial.is_zero() || backoff.max < backoff.initial {
+        return Err((format!("{at}.retry.backoff"), "expected initial above 0 and max at least initial".into()));
+    }
+    if mapping.retry.max_record_age.is_some_and(|age| age.is_zero()) {
+        return Err((
+            format!("{at}.retry.max_record_age"),
+            "expected a duration above 0 (leave the key out for no limit)".into(),
+        ));
     }
     if let Some(batch) = &mapping.batch
         && batch.size.get() > 10_000
@@ -248,6 +275,12 @@ fn validate_async(config: &Config, at: &str, function: &FunctionConfig) -> Resul
         check_destination(config, &at, destination.as_ref())?;
     }
     Ok(())
+}
+
+/// A character a URI's path carries as it is (RFC 3986 `pchar` and `/`,
+/// without the `%` of an escape).
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/".contains(c)
 }
 
 fn check_name(at: &str, name: &str) -> Result<(), Invalid> {

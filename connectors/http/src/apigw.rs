@@ -94,22 +94,25 @@ pub fn event<'a>(req: &Request<'a>) -> Event<'a> {
     let mut headers = Vec::with_capacity(req.headers.keys_len());
     let mut cookies = Vec::new();
     for name in req.headers.keys() {
-        let mut values = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
         if name == http::header::COOKIE {
             // HTTP API moves cookies out of the headers into their own list.
+            let values = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
             cookies.extend(values.flat_map(|v| v.split(';')).map(str::trim).filter(|c| !c.is_empty()));
             continue;
         }
+        // A value with bytes beyond ASCII (UTF-8 text, `X-Title: café`) is
+        // passed on as text, invalid sequences replaced, not dropped.
+        let mut values = req.headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()));
         // Header names arrive lower-cased from `http`; repeated headers are
         // joined with commas, as HTTP API does.
         let first = values.next().unwrap_or_default();
         let value = match values.next() {
-            None => Cow::Borrowed(first),
+            None => first,
             Some(second) => {
                 let mut joined = format!("{first},{second}");
                 values.for_each(|v| {
                     joined.push(',');
-                    joined.push_str(v);
+                    joined.push_str(&v);
                 });
                 Cow::Owned(joined)
             }
@@ -299,7 +302,14 @@ pub fn response(result: &[u8]) -> Result<Response, String> {
             };
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("headers: invalid header name {name:?}"))?;
-            let v = HeaderValue::from_str(&text).map_err(|_| format!("headers.{name}: invalid header value"))?;
+            // The server frames the body itself: a length or an encoding the
+            // function names could contradict it and hang the client.
+            if [http::header::CONTENT_LENGTH, http::header::TRANSFER_ENCODING, http::header::CONNECTION].contains(&name)
+            {
+                continue;
+            }
+            let v = HeaderValue::from_bytes(text.as_bytes())
+                .map_err(|_| format!("headers.{name}: invalid header value"))?;
             headers.append(name, v);
         }
     }
@@ -365,6 +375,29 @@ mod tests {
         assert_eq!(e["requestContext"]["time"], "04/Mar/2020:19:03:58 +0000");
         assert_eq!(e["body"], r#"{"id":1}"#);
         assert_eq!(e["isBase64Encoded"], false);
+    }
+
+    #[test]
+    fn header_values_beyond_ascii_are_passed_as_text() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-title", HeaderValue::from_bytes("café".as_bytes()).unwrap());
+        headers.insert("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let e = serde_json::to_value(event(&request(&headers, b"{}", None))).unwrap();
+        assert_eq!(e["headers"]["x-title"], "café");
+        assert_eq!(e["headers"]["x-latin1"], "caf\u{fffd}", "invalid UTF-8 replaced, not dropped");
+    }
+
+    #[test]
+    fn a_framing_header_from_the_function_is_left_to_the_server() {
+        let r = response(
+            br#"{"statusCode":200,"headers":{"content-length":"999","transfer-encoding":"chunked","connection":"close","x-a":"caf\u00e9"},"body":"hi"}"#,
+        )
+        .unwrap();
+        assert!(r.headers.get("content-length").is_none(), "{:?}", r.headers);
+        assert!(r.headers.get("transfer-encoding").is_none(), "{:?}", r.headers);
+        assert!(r.headers.get("connection").is_none(), "{:?}", r.headers);
+        assert_eq!(r.headers["x-a"].as_bytes(), "café".as_bytes());
+        assert_eq!(r.body, "hi");
     }
 
     #[test]

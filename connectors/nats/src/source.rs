@@ -916,12 +916,17 @@ impl Task<'_> {
                 tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => Wake::Shutdown,
+                    // Early, though ready only once a period: under steady
+                    // load a branch below is ready on every turn, and a tick
+                    // placed after them would never win, so no in-progress
+                    // signal would go out and long invocations would pass
+                    // ack_wait and be redelivered while still running.
+                    _ = tick.tick() => Wake::Tick,
                     Some((token, outcome)) = self.ack_rx.recv() => Wake::Outcome(token, outcome),
                     message = next(confirms) => Wake::Confirmed(message),
                     Some(event) = self.events.recv() => Wake::Event(event),
                     permit = out.reserve(), if can_hand => Wake::Handed(permit.ok()),
                     message = next(inbox) => Wake::Delivery(message),
-                    _ = tick.tick() => Wake::Tick,
                     _ = sleep_until(setup_at.unwrap_or_else(Instant::now)), if setup_at.is_some() => Wake::Setup,
                 }
             };
