@@ -114,7 +114,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mappings = build_mappings(&config, &functions, &client, &checkpoints)?;
     let mapping_count = mappings.info.len();
 
-    let app = Arc::new(AppState::new(functions.clone(), mappings.webhooks, queue.clone(), mappings.info, metrics));
+    let mut app = AppState::new(functions.clone(), mappings.webhooks, queue.clone(), mappings.info, metrics);
+    app.read_timeout = config.server.read_timeout;
+    let app = Arc::new(app);
     let server_stop = CancellationToken::new();
     let server = serve(&config, app.clone(), server_stop.clone()).await?;
 
@@ -426,11 +428,60 @@ async fn serve(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     let router = server::router(app);
-    Ok(tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    }))
+    Ok(tokio::spawn(accept(listener, router, config.server.read_timeout, stop)))
+}
+
+/// Serves each connection accepted on `listener` until `stop`; then closes
+/// the listener and waits for the open connections, which finish the
+/// request in hand and close. A request's head must arrive within
+/// `read_timeout`: without it a client that sends its headers a byte at a
+/// time (slowloris) holds its connection for good, and enough of them take
+/// every file descriptor. (hyper applies its header timeout only when given
+/// a timer, which `axum::serve` does not give it.)
+async fn accept(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    read_timeout: Duration,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower_service::Service as _;
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before
+                    // it was accepted: the listener itself is fine.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let mut router = router.clone();
+            async move { router.call(request).await }
+        });
+        let connection =
+            graceful.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 async fn refresh_metrics(

@@ -414,3 +414,39 @@ async fn an_http_function_response_over_6_mb_is_a_function_error() {
     let hooked = client().post(sy.url("/hook")).body("{}").send().await.unwrap();
     assert_eq!(hooked.status(), 500, "a function error, as for any other");
 }
+
+/// A client that sends its request's head, or its body, slower than
+/// `server.read_timeout` is cut off (its connection closed, or its request
+/// answered 408) instead of holding its connection for good; others are
+/// served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_after_the_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = FunctionServer::echo().await;
+    let text = config(&f.url(), "", &webhook("hook", "/hook", "sync"))
+        .replace("  shutdown_grace: 10s\n", "  shutdown_grace: 10s\n  read_timeout: 1s\n");
+    let sy = Switchyard::start(&text);
+
+    let mut head = tokio::net::TcpStream::connect(sy.addr).await.unwrap();
+    head.write_all(b"POST /hook HTTP/1.1\r\nhost: switchyard\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), head.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "a head that never ends: the connection is closed");
+
+    let mut body = tokio::net::TcpStream::connect(sy.addr).await.unwrap();
+    body.write_all(b"POST /hook HTTP/1.1\r\nhost: switchyard\r\ncontent-length: 10\r\n\r\n{}").await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), body.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "a body that never ends: {answer}");
+
+    let r = client().post(sy.url("/hook")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 200, "others are served");
+}

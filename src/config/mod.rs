@@ -64,11 +64,19 @@ pub struct ServerConfig {
     /// How long SIGTERM waits for in-flight work before exiting.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request's head, and then its
+    /// body: a client that sends them a byte at a time is cut off after it.
+    #[serde(default = "defaults::read_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: defaults::listen(), shutdown_grace: defaults::shutdown_grace() }
+        Self {
+            listen: defaults::listen(),
+            shutdown_grace: defaults::shutdown_grace(),
+            read_timeout: defaults::read_timeout(),
+        }
     }
 }
 
@@ -569,6 +577,9 @@ mod defaults {
         SocketAddr::from(([127, 0, 0, 1], 9000))
     }
     pub fn shutdown_grace() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn read_timeout() -> Duration {
         Duration::from_secs(30)
     }
     pub fn state_dir() -> PathBuf {

@@ -73,7 +73,7 @@ pub async fn invoke(
         }
     };
     let _in_flight = app.enter();
-    let payload = match read_body(body, limit, || {
+    let payload = match read_body(&app, body, limit, || {
         aws_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestTooLargeException",

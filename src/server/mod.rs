@@ -9,6 +9,7 @@ mod webhook;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
+    /// `server.read_timeout`, for request bodies.
+    pub read_timeout: Duration,
     in_flight: AtomicUsize,
 }
 
@@ -108,6 +111,7 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            read_timeout: crate::config::ServerConfig::default().read_timeout,
             in_flight: AtomicUsize::new(0),
         }
     }
@@ -164,9 +168,24 @@ fn json_text(status: StatusCode, body: impl IntoResponse) -> Response {
     response
 }
 
-/// Reads a body up to `limit` bytes; `Err` is the response to send.
-async fn read_body(body: Body, limit: usize, too_large: impl FnOnce() -> Response) -> Result<bytes::Bytes, Response> {
-    match axum::body::to_bytes(body, limit).await {
+/// Reads a body up to `limit` bytes within `server.read_timeout` (so a
+/// client that sends it a byte at a time cannot hold a connection, or a
+/// shutdown, for good); `Err` is the response to send.
+async fn read_body(
+    app: &AppState,
+    body: Body,
+    limit: usize,
+    too_large: impl FnOnce() -> Response,
+) -> Result<bytes::Bytes, Response> {
+    let Ok(read) = tokio::time::timeout(app.read_timeout, axum::body::to_bytes(body, limit)).await else {
+        return Err(json(
+            StatusCode::REQUEST_TIMEOUT,
+            serde_json::json!({
+                "message": format!("Request Timeout: the body did not arrive within {:?} (server.read_timeout)", app.read_timeout)
+            }),
+        ));
+    };
+    match read {
         Ok(bytes) => Ok(bytes),
         Err(error) => {
             let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);

@@ -59,7 +59,7 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
         WebhookMode::Sync => SYNC_PAYLOAD_LIMIT,
         WebhookMode::Async => ASYNC_PAYLOAD_LIMIT,
     };
-    let body = match read_body(body, limit, || {
+    let body = match read_body(app, body, limit, || {
         json(
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({ "message": format!("Request Entity Too Large: the limit for a {} webhook is {limit} bytes", mode_name(route.mode)) }),
