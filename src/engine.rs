@@ -174,12 +174,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     app.draining.store(true, Ordering::Release);
     app.ready.store(false, Ordering::Release);
     sources_stop.cancel();
+    // The async dispatchers take no new event from here on (what is queued
+    // stays queued for the next start); their invocations in flight finish.
+    async_stop.cancel();
     sources.close();
     let _ = tokio::time::timeout_at(deadline, sources.wait()).await;
     while app.in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    async_stop.cancel();
     workers.close();
     if tokio::time::timeout_at(deadline, workers.wait()).await.is_err() {
         tracing::warn!("grace period over with async invocations in flight; they stay queued and run at next start");
