@@ -91,6 +91,9 @@ pub enum DlqCommand {
         json: bool,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Only entries with an id above this one (the next page after it).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
     },
     /// Show one dead letter with its event and destination record.
     Show {
@@ -137,8 +140,8 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
         Ok(Store::open(&config.state.dir)?)
     };
     match command {
-        DlqCommand::List { config, function, json, limit } => {
-            let entries = open(&config)?.dlq_list(function, limit).await?;
+        DlqCommand::List { config, function, json, limit, after } => {
+            let entries = open(&config)?.dlq_list_after(function, after, limit).await?;
             if json {
                 let list: Vec<Value> = entries.iter().map(crate::server::dead_letter_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);

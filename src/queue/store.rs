@@ -524,11 +524,23 @@ impl Store {
     }
 
     pub async fn dlq_list(&self, function: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dlq_list_after(function, 0, limit).await
+    }
+
+    /// Up to `limit` dead letters with an id above `after`, oldest first: a
+    /// page of the store, the next one starting after its last id.
+    pub async fn dlq_list_after(
+        &self,
+        function: Option<String>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         self.call(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE ?1 IS NULL OR function = ?1 ORDER BY id LIMIT ?2"
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE (?1 IS NULL OR function = ?1) AND id > ?3 \
+                 ORDER BY id LIMIT ?2"
             ))?;
-            let rows = stmt.query_map(params![function, limit as i64], dead_letter_row)?;
+            let rows = stmt.query_map(params![function, limit as i64, after], dead_letter_row)?;
             rows.collect()
         })
         .await
@@ -973,6 +985,8 @@ mod tests {
         assert!(store.claim("f", i64::MAX, 10).await.unwrap().is_empty());
         let listed = store.dlq_list(Some("f".into()), 10).await.unwrap();
         assert_eq!(listed.len(), 1);
+        assert!(store.dlq_list_after(Some("f".into()), dl, 10).await.unwrap().is_empty(), "a page after the last");
+        assert_eq!(store.dlq_list_after(None, dl - 1, 10).await.unwrap()[0].id, dl);
         assert_eq!(listed[0].error_message.as_deref(), Some("boom"));
         let replayed = store.dlq_replay(Selection::Ids(vec![dl, 999]), vec!["f".into()], 50).await.unwrap();
         assert_eq!(replayed, Replayed { ids: vec![dl], unknown: vec![] });

@@ -78,11 +78,28 @@ fn store_error(error: impl std::fmt::Display) -> Response {
     json(StatusCode::INTERNAL_SERVER_ERROR, json!({ "message": error.to_string() }))
 }
 
+/// `GET /v1/dlq[?function=F][&limit=N][&after=ID]`: a page of dead letters,
+/// oldest first; `next` is the `after` of the next page while there may be
+/// one.
 pub async fn dlq_list(State(app): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(100usize).min(10_000);
-    match app.queue.store().dlq_list(q.get("function").cloned(), limit).await {
+    let number =
+        |key: &str, default: i64, range: std::ops::RangeInclusive<i64>| match q.get(key) {
+            None => Ok(default),
+            Some(text) => text.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+                format!("{key}: expected a number from {} to {}, got {text:?}", range.start(), range.end())
+            }),
+        };
+    let (limit, after) = match (number("limit", 100, 1..=10_000), number("after", 0, 0..=i64::MAX)) {
+        (Ok(limit), Ok(after)) => (limit as usize, after),
+        (Err(message), _) | (_, Err(message)) => return json(StatusCode::BAD_REQUEST, json!({ "message": message })),
+    };
+    match app.queue.store().dlq_list_after(q.get("function").cloned(), after, limit).await {
         Ok(list) => {
-            json(StatusCode::OK, json!({ "deadLetters": list.iter().map(dead_letter_json).collect::<Vec<_>>() }))
+            let next = list.last().filter(|_| list.len() == limit).map(|d| d.id);
+            json(
+                StatusCode::OK,
+                json!({ "deadLetters": list.iter().map(dead_letter_json).collect::<Vec<_>>(), "next": next }),
+            )
         }
         Err(e) => store_error(e),
     }
