@@ -657,33 +657,19 @@ async fn a_function_gone_from_the_config_has_its_events_dead_lettered() {
     assert_eq!(dead, ids, "the same events, under their request ids");
 
     // Paging through the store.
-    let page = |query: &'static str| {
+    let page = |query: String| {
         let url = sy.url(&format!("/v1/dlq?{query}"));
         async move { client().get(url).send().await.unwrap() }
     };
-    let first: Value = page("limit=1").await.json().await.unwrap();
+    let first: Value = page("limit=1".into()).await.json().await.unwrap();
     assert_eq!(first["deadLetters"][0]["id"], letters[0]["id"]);
     assert_eq!(first["next"], letters[0]["id"], "a full page has a next");
-    let after = client()
-        .get(sy.url(&format!("/v1/dlq?limit=1&after={}", first["next"])))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let after: Value = page(format!("limit=1&after={}", first["next"])).await.json().await.unwrap();
     assert_eq!(after["deadLetters"][0]["id"], letters[1]["id"]);
-    let rest: Value = client()
-        .get(sy.url(&format!("/v1/dlq?after={}", letters[1]["id"])))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rest: Value = page(format!("after={}", letters[1]["id"])).await.json().await.unwrap();
     assert_eq!((rest["deadLetters"].as_array().map(Vec::len), &rest["next"]), (Some(0), &Value::Null));
     for bad in ["limit=0", "limit=abc", "after=-1"] {
-        let r = page(bad).await;
+        let r = page(bad.into()).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
         let message = r.json::<Value>().await.unwrap()["message"].as_str().unwrap().to_string();
         assert!(message.contains("expected a number"), "{bad}: {message}");
