@@ -167,12 +167,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         signals.await;
     }
 
-    // Shutdown, in order, within the grace period: stop intake, let in-flight
-    // work finish, stop the server, then the function processes.
+    // Shutdown, in order: readiness fails first (for drain_delay everything
+    // is still served, so a load balancer can stop sending), then within the
+    // grace period: stop intake, let in-flight work finish, stop the server,
+    // then the function processes.
+    app.ready.store(false, Ordering::Release);
+    if !config.server.drain_delay.is_zero() {
+        tracing::info!(delay = ?config.server.drain_delay, "shutting down: not ready; still serving for the drain delay");
+        tokio::time::sleep(config.server.drain_delay).await;
+    }
     let deadline = tokio::time::Instant::now() + config.server.shutdown_grace;
     tracing::info!(grace = ?config.server.shutdown_grace, "shutting down: intake stopped");
     app.draining.store(true, Ordering::Release);
-    app.ready.store(false, Ordering::Release);
     sources_stop.cancel();
     // The async dispatchers take no new event from here on (what is queued
     // stays queued for the next start); their invocations in flight finish.

@@ -450,3 +450,24 @@ async fn slow_clients_are_cut_off_after_the_read_timeout() {
     let r = client().post(sy.url("/hook")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 200, "others are served");
 }
+
+/// With `server.drain_delay`, SIGTERM fails `/readyz` at once while requests
+/// are still served until the delay has passed; then Switchyard stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_delay_keeps_serving_while_not_ready() {
+    let f = FunctionServer::echo().await;
+    let text = config(&f.url(), "", &webhook("hook", "/hook", "sync"))
+        .replace("  shutdown_grace: 10s\n", "  shutdown_grace: 10s\n  drain_delay: 2s\n");
+    let mut sy = Switchyard::start(&text);
+    let http = client();
+    sy.signal(libc::SIGTERM);
+    common::eventually(Duration::from_secs(5), "/readyz to fail", async || {
+        let r = http.get(sy.url("/readyz")).send().await.ok()?;
+        (r.status() == 503).then_some(())
+    })
+    .await;
+    let served = http.post(sy.url("/hook")).body("{}").send().await.unwrap();
+    assert_eq!(served.status(), 200, "still served during the drain delay");
+    let status = sy.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+}

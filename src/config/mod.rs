@@ -68,6 +68,10 @@ pub struct ServerConfig {
     /// body: a client that sends them a byte at a time is cut off after it.
     #[serde(default = "defaults::read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` answers 503 while requests are
+    /// still served, so a load balancer stops sending before intake stops.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +80,7 @@ impl Default for ServerConfig {
             listen: defaults::listen(),
             shutdown_grace: defaults::shutdown_grace(),
             read_timeout: defaults::read_timeout(),
+            drain_delay: Duration::ZERO,
         }
     }
 }
