@@ -137,7 +137,9 @@ async fn webhook_failures_are_mapped_to_clear_statuses() {
     assert_eq!(status("/slow").await, 504);
     assert_eq!(status("/gone").await, 502);
     assert_eq!(status("/nowhere").await, 404);
-    assert_eq!(http.get(sy.url("/posts")).send().await.unwrap().status(), 405);
+    let wrong_method = http.get(sy.url("/posts")).send().await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["allow"], "POST", "a 405 names the methods taken");
 
     let too_big = vec![b'x'; 6 * 1024 * 1024 + 1];
     let response = http.post(sy.url("/failing")).body(too_big).send().await.unwrap();

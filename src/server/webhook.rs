@@ -47,10 +47,15 @@ async fn serve(app: &Arc<AppState>, route: &super::WebhookRoute, peer: SocketAdd
     if let Some(methods) = &route.methods
         && !methods.iter().any(|m| m == method.as_str())
     {
-        return json(
+        let mut response = json(
             StatusCode::METHOD_NOT_ALLOWED,
             json!({ "message": format!("method {method} not allowed; expected one of {}", methods.join(", ")) }),
         );
+        // RFC 9110: a 405 names the methods the resource takes.
+        if let Ok(allow) = HeaderValue::from_str(&methods.join(", ")) {
+            response.headers_mut().insert(axum::http::header::ALLOW, allow);
+        }
+        return response;
     }
     let _in_flight = app.enter();
     let received_at = chrono::Utc::now();
