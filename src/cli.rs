@@ -244,6 +244,11 @@ pub async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
     if let Some(error_type) = error_type {
         anyhow::bail!("{status} {error_type}: {body}");
     }
+    // Not Switchyard's Invoke API (a wrong --url, a proxy in the way): its
+    // error carries no error type, and is an error all the same.
+    if !status.is_success() {
+        anyhow::bail!("{status} from {url}: {body}");
+    }
     if args.async_ {
         println!("queued, request id {request_id}");
         return Ok(());

@@ -284,6 +284,12 @@ async fn cli_invoke_prints_results_and_fails_on_function_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ResourceNotFoundException"));
 
+    // Not Switchyard at --url: its error, with no error type, fails the command too.
+    let elsewhere = FunctionServer::start(|_, _| (502, vec![], "bad gateway".into())).await;
+    let out = run(vec!["invoke".into(), "f".into(), "--url".into(), elsewhere.url()]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("502"), "{}", String::from_utf8_lossy(&out.stderr));
+
     let out = run(vec![
         "invoke".into(),
         "f".into(),
