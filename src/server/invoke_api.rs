@@ -26,11 +26,13 @@ fn aws_error(status: StatusCode, error_type: &str, message: &str) -> Response {
     response
 }
 
-/// `hello`, `function:hello`, `arn:aws:lambda:...:function:hello[:$LATEST]`.
-fn function_name(path_name: &str) -> &str {
-    match path_name.split_once("function:") {
-        Some((_, rest)) => rest.split(':').next().unwrap_or(rest),
-        None => path_name,
+/// `hello`, `function:hello`, `arn:aws:lambda:...:function:hello[:QUALIFIER]`:
+/// the name, and the qualifier the name carries.
+fn function_name(path_name: &str) -> (&str, Option<&str>) {
+    let named = path_name.split_once("function:").map_or(path_name, |(_, rest)| rest);
+    match named.split_once(':') {
+        Some((name, qualifier)) => (name, Some(qualifier)),
+        None => (named, None),
     }
 }
 
@@ -41,7 +43,8 @@ pub async fn invoke(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let name = function_name(&name).to_string();
+    let (name, named_qualifier) = function_name(&name);
+    let (name, named_qualifier) = (name.to_string(), named_qualifier.map(str::to_string));
     let Some(function) = app.functions.get(&name).cloned() else {
         return aws_error(
             StatusCode::NOT_FOUND,
@@ -49,7 +52,8 @@ pub async fn invoke(
             &format!("Function not found: {}", function_arn(&name)),
         );
     };
-    if let Some(q) = query.get("Qualifier").filter(|q| *q != "$LATEST") {
+    // A version or alias, in the name or as `Qualifier`: only $LATEST exists.
+    if let Some(q) = named_qualifier.as_ref().or(query.get("Qualifier")).filter(|q| *q != "$LATEST") {
         return aws_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFoundException",
@@ -180,9 +184,12 @@ mod tests {
 
     #[test]
     fn accepts_names_and_arns() {
-        assert_eq!(function_name("hello"), "hello");
-        assert_eq!(function_name("function:hello"), "hello");
-        assert_eq!(function_name("arn:aws:lambda:us-east-1:000000000000:function:hello"), "hello");
-        assert_eq!(function_name("arn:aws:lambda:us-east-1:000000000000:function:hello:$LATEST"), "hello");
+        assert_eq!(function_name("hello"), ("hello", None));
+        assert_eq!(function_name("function:hello"), ("hello", None));
+        assert_eq!(function_name("hello:prod"), ("hello", Some("prod")));
+        assert_eq!(function_name("arn:aws:lambda:us-east-1:000000000000:function:hello"), ("hello", None));
+        let arn = "arn:aws:lambda:us-east-1:000000000000:function:hello:$LATEST";
+        assert_eq!(function_name(arn), ("hello", Some("$LATEST")));
+        assert_eq!(function_name("000000000000:function:hello:7"), ("hello", Some("7")));
     }
 }

@@ -68,6 +68,11 @@ assert r["ResponseMetadata"]["HTTPHeaders"].get("x-amzn-requestid"), r
 
 # Errors in AWS's shape, parsed by botocore into error codes.
 expect_error("ResourceNotFoundException", 404, FunctionName="nope", Payload=b"{}")
+# A version or alias, in the name or as Qualifier: only $LATEST exists.
+expect_error("ResourceNotFoundException", 404, FunctionName="echo:prod", Payload=b"{}")
+expect_error("ResourceNotFoundException", 404, FunctionName="echo", Qualifier="7", Payload=b"{}")
+r = client.invoke(FunctionName="echo:$LATEST", Payload=b"{}")
+assert r["StatusCode"] == 200, r
 expect_error("InvalidRequestContentException", 400, FunctionName="echo", Payload=b"{not json")
 expect_error("RequestTooLargeException", 413, FunctionName="echo", Payload=b'"' + b"x" * (6 * 1024 * 1024) + b'"')
 expect_error(
