@@ -197,3 +197,13 @@ fn retry_settings_that_would_spin_or_skip_every_record_are_refused() {
     let e = error(&kafka.replace("RETRY", "{ max_record_age: 0s }"));
     assert!(e.contains("mappings[0].retry.max_record_age") && e.contains("above 0"), "{e}");
 }
+
+#[test]
+fn a_key_given_twice_is_refused_not_replaced() {
+    let twice = ISSUE_EXAMPLE
+        .replace("functions:\n  hello:\n", "functions:\n  hello:\n    http: { url: http://127.0.0.1:1/ }\n  hello:\n");
+    let e = error(&twice);
+    assert!(e.contains("duplicate") && e.contains("hello"), "{e}");
+    let e = error(&format!("{ISSUE_EXAMPLE}functions: {{}}\n"));
+    assert!(e.contains("duplicate") && e.contains("functions"), "{e}");
+}
