@@ -141,7 +141,7 @@ pub async fn dlq(command: DlqCommand) -> anyhow::Result<()> {
     };
     match command {
         DlqCommand::List { config, function, json, limit, after } => {
-            let entries = open(&config)?.dlq_list_after(function, after, limit).await?;
+            let entries = open(&config)?.dlq_list(function, after, limit).await?;
             if json {
                 let list: Vec<Value> = entries.iter().map(crate::server::dead_letter_json).collect();
                 println!("{}", serde_json::to_string_pretty(&list)?);

@@ -114,9 +114,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mappings = build_mappings(&config, &functions, &client, &checkpoints)?;
     let mapping_count = mappings.info.len();
 
-    let mut app = AppState::new(functions.clone(), mappings.webhooks, queue.clone(), mappings.info, metrics);
-    app.read_timeout = config.server.read_timeout;
-    let app = Arc::new(app);
+    let app = Arc::new(AppState::new(
+        functions.clone(),
+        mappings.webhooks,
+        queue.clone(),
+        mappings.info,
+        metrics,
+        config.server.read_timeout,
+    ));
     let server_stop = CancellationToken::new();
     let server = serve(&config, app.clone(), server_stop.clone()).await?;
 

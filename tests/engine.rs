@@ -423,6 +423,12 @@ async fn an_http_function_response_over_6_mb_is_a_function_error() {
     assert_eq!(hooked.status(), 500, "a function error, as for any other");
 }
 
+/// A sync webhook `/hook` on `f`, with one more `server:` setting.
+fn hook_with_server_setting(f: &FunctionServer, setting: &str) -> String {
+    config(&f.url(), "", &webhook("hook", "/hook", "sync"))
+        .replace("  shutdown_grace: 10s\n", &format!("  shutdown_grace: 10s\n  {setting}\n"))
+}
+
 /// A client that sends its request's head, or its body, slower than
 /// `server.read_timeout` is cut off (its connection closed, or its request
 /// answered 408) instead of holding its connection for good; others are
@@ -431,9 +437,7 @@ async fn an_http_function_response_over_6_mb_is_a_function_error() {
 async fn slow_clients_are_cut_off_after_the_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let f = FunctionServer::echo().await;
-    let text = config(&f.url(), "", &webhook("hook", "/hook", "sync"))
-        .replace("  shutdown_grace: 10s\n", "  shutdown_grace: 10s\n  read_timeout: 1s\n");
-    let sy = Switchyard::start(&text);
+    let sy = Switchyard::start(&hook_with_server_setting(&f, "read_timeout: 1s"));
 
     let mut head = tokio::net::TcpStream::connect(sy.addr).await.unwrap();
     head.write_all(b"POST /hook HTTP/1.1\r\nhost: switchyard\r\n").await.unwrap();
@@ -464,9 +468,7 @@ async fn slow_clients_are_cut_off_after_the_read_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_delay_keeps_serving_while_not_ready() {
     let f = FunctionServer::echo().await;
-    let text = config(&f.url(), "", &webhook("hook", "/hook", "sync"))
-        .replace("  shutdown_grace: 10s\n", "  shutdown_grace: 10s\n  drain_delay: 2s\n");
-    let mut sy = Switchyard::start(&text);
+    let mut sy = Switchyard::start(&hook_with_server_setting(&f, "drain_delay: 2s"));
     let http = client();
     sy.signal(libc::SIGTERM);
     common::eventually(Duration::from_secs(5), "/readyz to fail", async || {

@@ -199,7 +199,7 @@ async fn bisect_isolates_a_poison_record_which_lands_in_the_dead_letter_store() 
     let alone = received.iter().filter(|r| values(r) == vec!["poison".to_string()]).count();
     assert_eq!(alone, 2, "the poison record alone: one try and one retry (max_attempts 1)");
 
-    let dead = queue.store().dlq_list(None, 10).await.unwrap();
+    let dead = queue.store().dlq_list(None, 0, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     let event: Value = serde_json::from_slice(&dead[0].payload).unwrap();
     assert_eq!(event["Records"].as_array().unwrap().len(), 1);
@@ -260,7 +260,7 @@ async fn records_past_their_age_go_to_on_failure_without_invoking() {
     all_committed(&log).await;
     let queue = running.stop().await;
     assert!(function.received().is_empty(), "an expired record is not invoked");
-    let dead = queue.store().dlq_list(None, 10).await.unwrap();
+    let dead = queue.store().dlq_list(None, 0, 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].condition, "RecordAgeExceeded");
 }
@@ -321,7 +321,7 @@ async fn without_on_failure_a_broker_with_dead_lettering_gets_the_records_reject
     eventually(Duration::from_secs(20), "the queue to drain", async || queue.is_empty().then_some(())).await;
     let store = running.stop().await;
     assert_eq!(queue.dead_letters(), vec!["m1".to_string()], "the failed message was rejected to the broker");
-    assert!(store.store().dlq_list(None, 10).await.unwrap().is_empty(), "nothing in the embedded store");
+    assert!(store.store().dlq_list(None, 0, 10).await.unwrap().is_empty(), "nothing in the embedded store");
 }
 
 /// A failure record the destination refuses (here: an HTTP destination that

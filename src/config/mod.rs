@@ -643,13 +643,13 @@ impl Config {
     pub fn parse(file: &str, text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let error = |path: String, message: String| ConfigError { file: file.to_string(), path, message };
         let text = interpolate(text, env).map_err(|m| error(String::new(), m))?;
-        // YAML is read into a JSON value first: the single-key map form of
-        // enums (`source: {webhook: ...}`) is what the config uses, and
-        // serde_json's deserializer takes it, where the YAML one wants tags.
         // Read as YAML's own value first only to refuse a key given twice in
         // one map: read straight into JSON, the second would silently replace
         // the first (a second `functions:` block, a function named twice).
         serde_norway::from_str::<serde_norway::Value>(&text).map_err(|e| error(String::new(), e.to_string()))?;
+        // YAML is read into a JSON value: the single-key map form of enums
+        // (`source: {webhook: ...}`) is what the config uses, and
+        // serde_json's deserializer takes it, where the YAML one wants tags.
         let tree: serde_json::Value = serde_norway::from_str(&text).map_err(|e| error(String::new(), e.to_string()))?;
         let tree = if tree.is_null() { serde_json::json!({}) } else { tree };
         let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {

@@ -154,10 +154,7 @@ fn validate_delivery(config: &Config, at: &str, mapping: &MappingConfig) -> Resu
     if mapping.retry.max_attempts < -1 {
         return Err((format!("{at}.retry.max_attempts"), "expected -1 (forever) or 0 and above".into()));
     }
-    let backoff = &mapping.retry.backoff;
-    if backoff.initial.is_zero() || backoff.max < backoff.initial {
-        return Err((format!("{at}.retry.backoff"), "expected initial above 0 and max at least initial".into()));
-    }
+    check_backoff(&format!("{at}.retry.backoff"), &mapping.retry.backoff)?;
     if mapping.retry.max_record_age.is_some_and(|age| age.is_zero()) {
         return Err((
             format!("{at}.retry.max_record_age"),
@@ -267,12 +264,19 @@ fn validate_async(config: &Config, at: &str, function: &FunctionConfig) -> Resul
     if a.max_event_age < Duration::from_secs(1) {
         return Err((format!("{at}.async.max_event_age"), "expected at least 1s".into()));
     }
-    if a.backoff.initial.is_zero() || a.backoff.max < a.backoff.initial {
-        return Err((format!("{at}.async.backoff"), "expected initial above 0 and max at least initial".into()));
-    }
+    check_backoff(&format!("{at}.async.backoff"), &a.backoff)?;
     for (key, destination) in [("on_success", &a.on_success), ("on_failure", &a.on_failure)] {
         let at = format!("{at}.async.{key}");
         check_destination(config, &at, destination.as_ref())?;
+    }
+    Ok(())
+}
+
+/// A backoff that waits at all (zero would retry in a tight loop) and grows
+/// from its initial wait.
+fn check_backoff(at: &str, backoff: &BackoffConfig) -> Result<(), Invalid> {
+    if backoff.initial.is_zero() || backoff.max < backoff.initial {
+        return Err((at.to_string(), "expected initial above 0 and max at least initial".into()));
     }
     Ok(())
 }

@@ -122,14 +122,13 @@ impl HttpFunction {
             .header("x-switchyard-attempt", invocation.attempt);
         let request = invocation.headers.iter().fold(request, |r, (name, value)| r.header(name, value));
         let request = request.body(invocation.payload.clone());
-        let response = match request.send().await {
+        let mut response = match request.send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Err(self.timed_out()),
             Err(e) => return Err(InvokeError::Unreachable(error_chain(&e))),
         };
         let status = response.status();
         let retry_after = retry_after(response.headers());
-        let mut response = response;
         let mut body = Vec::new();
         loop {
             match response.chunk().await {

@@ -523,13 +523,10 @@ impl Store {
         .await
     }
 
-    pub async fn dlq_list(&self, function: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.dlq_list_after(function, 0, limit).await
-    }
-
-    /// Up to `limit` dead letters with an id above `after`, oldest first: a
-    /// page of the store, the next one starting after its last id.
-    pub async fn dlq_list_after(
+    /// Up to `limit` dead letters with an id above `after` (0: from the
+    /// first), oldest first: a page of the store, the next one starting
+    /// after its last id.
+    pub async fn dlq_list(
         &self,
         function: Option<String>,
         after: i64,
@@ -983,10 +980,10 @@ mod tests {
             .await
             .unwrap();
         assert!(store.claim("f", i64::MAX, 10).await.unwrap().is_empty());
-        let listed = store.dlq_list(Some("f".into()), 10).await.unwrap();
+        let listed = store.dlq_list(Some("f".into()), 0, 10).await.unwrap();
         assert_eq!(listed.len(), 1);
-        assert!(store.dlq_list_after(Some("f".into()), dl, 10).await.unwrap().is_empty(), "a page after the last");
-        assert_eq!(store.dlq_list_after(None, dl - 1, 10).await.unwrap()[0].id, dl);
+        assert!(store.dlq_list(Some("f".into()), dl, 10).await.unwrap().is_empty(), "a page after the last");
+        assert_eq!(store.dlq_list(None, dl - 1, 10).await.unwrap()[0].id, dl);
         assert_eq!(listed[0].error_message.as_deref(), Some("boom"));
         let replayed = store.dlq_replay(Selection::Ids(vec![dl, 999]), vec!["f".into()], 50).await.unwrap();
         assert_eq!(replayed, Replayed { ids: vec![dl], unknown: vec![] });
@@ -1015,7 +1012,7 @@ mod tests {
         assert_eq!(swept, vec![("gone".to_string(), 2)]);
         assert_eq!(store.depths().await.unwrap(), vec![("kept".to_string(), 1, 10)]);
         assert_eq!(store.dead_letter_counts().await.unwrap(), vec![("gone".to_string(), 2)]);
-        let letters = store.dlq_list(Some("gone".into()), 10).await.unwrap();
+        let letters = store.dlq_list(Some("gone".into()), 0, 10).await.unwrap();
         assert_eq!(letters.len(), 2);
         assert_eq!(letters[0].condition, "FunctionNotFound");
         assert_eq!(letters[0].error_type.as_deref(), Some("ResourceNotFoundException"));
@@ -1029,7 +1026,7 @@ mod tests {
         let replayed = store.dlq_replay(Selection::Ids(ids.clone()), vec!["kept".into()], 110).await.unwrap();
         assert_eq!(replayed.ids, Vec::<i64>::new());
         assert_eq!(replayed.unknown, ids.iter().map(|id| (*id, "gone".to_string())).collect::<Vec<_>>());
-        assert_eq!(store.dlq_list(Some("gone".into()), 10).await.unwrap().len(), 2, "entries stay");
+        assert_eq!(store.dlq_list(Some("gone".into()), 0, 10).await.unwrap().len(), 2, "entries stay");
         // Once the function is back, the same replay queues them.
         let replayed = store.dlq_replay(Selection::All { function: None }, vec!["kept".into(), "gone".into()], 120);
         assert_eq!(replayed.await.unwrap().ids, ids);

@@ -93,7 +93,7 @@ pub async fn dlq_list(State(app): State<Arc<AppState>>, Query(q): Query<HashMap<
         (Ok(limit), Ok(after)) => (limit as usize, after),
         (Err(message), _) | (_, Err(message)) => return json(StatusCode::BAD_REQUEST, json!({ "message": message })),
     };
-    match app.queue.store().dlq_list_after(q.get("function").cloned(), after, limit).await {
+    match app.queue.store().dlq_list(q.get("function").cloned(), after, limit).await {
         Ok(list) => {
             let next = list.last().filter(|_| list.len() == limit).map(|d| d.id);
             json(

@@ -102,6 +102,7 @@ impl AppState {
         queue: Arc<AsyncQueue>,
         mappings: Vec<MappingInfo>,
         metrics: PrometheusHandle,
+        read_timeout: Duration,
     ) -> Self {
         Self {
             functions,
@@ -111,7 +112,7 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
-            read_timeout: crate::config::ServerConfig::default().read_timeout,
+            read_timeout,
             in_flight: AtomicUsize::new(0),
         }
     }

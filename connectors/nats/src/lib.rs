@@ -5,12 +5,13 @@
 //!   subjects, ack wait and max ack pending; an existing consumer is brought
 //!   to those three settings, everything else its owner set is kept). Each
 //!   message becomes one record; `Delivered` acks it, `Retry` (or a dropped
-//!   ack) naks it, `Reject` terms it. A nak or a term carries a reply subject
-//!   and counts as done once the server answered (JetStream's "double ack");
-//!   an unanswered one is sent again. An ack is sent once, unconfirmed: one
-//!   that is lost means a redelivery after the ack wait, never a loss. While a record is being worked on the
-//!   source sends in-progress acks (`+WPI`) every third of the ack wait, so a
-//!   long invocation never lets the ack wait run out.
+//!   ack) naks it, `Reject` terms it. A nak or a term carries a reply
+//!   subject and counts as done once the server answered (JetStream's
+//!   "double ack"); an unanswered one is sent again. An ack is sent once,
+//!   unconfirmed: one that is lost means a redelivery after the ack wait,
+//!   never a loss. While a record is being worked on the source sends
+//!   in-progress acks (`+WPI`) every third of the ack wait, so a long
+//!   invocation never lets the ack wait run out.
 //! - [`NatsEnvelope`]: the event around a batch.
 //! - [`NatsDestination`]: publishes each record to one subject through
 //!   JetStream and succeeds once the stream acknowledged every message.
